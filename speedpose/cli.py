@@ -1,0 +1,89 @@
+"""The `speedpose` command line: a thin Typer layer over the stages in ``pipelines/``.
+
+Nothing imports this module.  Every :class:`~speedpose.errors.SpeedposeError` becomes a one-line message on
+stderr and exit code 2; ``speedpose --debug COMMAND`` shows the traceback instead.  Stage modules are imported
+inside the commands so that ``speedpose --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from speedpose import __version__
+from speedpose.errors import SpeedposeError
+
+app = typer.Typer(
+    name="speedpose",
+    help="Monocular spacecraft pose estimation on SPEED+ with Image2Sphere.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"speedpose {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Monocular spacecraft pose estimation on SPEED+ with Image2Sphere."""
+    _state["debug"] = debug
+
+
+@app.command()
+def score(
+    predictions: Path = typer.Argument(..., help="SPEC2021 submission CSV, or one domain's predictions as JSON."),
+    root: Path = typer.Option(..., "--root", help="SPEED+ root with <domain>/test.json (and synthetic/*.json)."),
+    domain: Optional[str] = typer.Option(None, "--domain", help="Score only this domain: lightbox, sunlamp or "
+                                         "synthetic (required for a JSON file)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers to this JSON file."),
+    thresholds: Optional[bool] = typer.Option(None, "--thresholds/--no-thresholds",
+                                              help="Force the SPEC2021 thresholds on or off (default: on for "
+                                                   "lightbox/sunlamp, off for synthetic)."),
+) -> None:
+    """Score predictions with the SPEC2021 score (per domain, and the lightbox/sunlamp mean)."""
+    from pipelines import score as stage
+
+    scores = stage.run(predictions, root, domain, json_out, thresholds)
+    typer.echo(stage.format_score_table(scores))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        # standalone mode: Typer itself reports usage errors (exit 2) and --help/--version (exit 0)
+        app(args=argv, prog_name="speedpose", standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except SpeedposeError as exc:
+        if debug:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+
+def console_main() -> None:  # pragma: no cover - thin wrapper for the console script
+    sys.exit(main())
