@@ -11,7 +11,6 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade --quiet "pip>=23"
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 

@@ -239,3 +239,12 @@ def camera_from_dict(data: object, path: str | Path | None = None) -> Camera:
     if abs(ccx - K[0, 2]) > 1 or abs(ccy - K[1, 2]) > 1:
         raise InputError(f"keys 'ccx'/'ccy' ({ccx}, {ccy}) disagree with cameraMatrix ({K[0, 2]}, {K[1, 2]})", path)
     return Camera(K=K, dist=dist, width=int(nu), height=int(nv))
+
+
+def speedplus_camera() -> Camera:
+    """The SPEED+ camera (values of the released ``camera.json``): 1920x1200, f = 2988.58/2988.34 px, with
+    distortion.  Used by the stand-in generator; everything reading a dataset uses that dataset's camera.json."""
+    K = np.array([[2988.5795163815555, 0.0, 960.0], [0.0, 2988.3401159176124, 600.0], [0.0, 0.0, 1.0]])
+    dist = np.array([-0.22383016606510672, 0.5140979708910638, -0.0006649961199834066,
+                     -0.00021404771667484594, -0.13124227429077406])
+    return Camera(K=K, dist=dist, width=1920, height=1200)
