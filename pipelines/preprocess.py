@@ -1,0 +1,409 @@
+"""Stage `preprocess`: validate a SPEED+ root and write, per domain/split, an index table, resized images and a
+manifest (layout in :mod:`speedpose.data.loader`).
+
+Inputs: ``camera.json``, the label files, the images (and ``<domain>/masks/`` when present).
+Parameters: ``size`` (W, H of the stored images), ``skip_bad``.
+Caching: each split's manifest records two fingerprints built from file sizes and modification times (like make):
+``images`` (the ordered image/mask files, the size, the format version) and ``inputs`` (that plus the label file,
+camera.json and ``skip_bad``).  Same ``inputs``: nothing is done.  Same ``images`` only (a label file touched or
+edited): the index is rebuilt, the images are kept.  Otherwise everything is recomputed; ``force`` always does.
+Resuming: image rows are written in chunks to ``<split>/.partial/``; an interrupted run picks up the finished chunks
+when it is started again with the same inputs.
+Failure: all labels and image headers are validated before anything is written; a decoding failure found later
+removes that split's partial work.  A split's outputs are swapped in and its manifest written last.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import shutil
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from speedpose import __version__
+from speedpose.camera import Camera, load_camera
+from speedpose.data.base import PoseRecords, Reject
+from speedpose.data.image_store import create_store, load_resized, mask_box, store_offset, write_rows
+from speedpose.data.index import MASK_BOX_COLUMNS, build_index, write_index
+from speedpose.data.loader import (DEFAULT_OUT_NAME, IMAGES, INDEX, MANIFEST, PREP_FORMAT, REJECTS, SCAN,
+                                   split_dir)
+from speedpose.data.speedplus import SPLITS, SpeedplusAdapter, available_splits
+from speedpose.errors import InputError
+from speedpose.io_utils import atomic_path, atomic_write_json, atomic_write_text, read_json
+from speedpose.labels import DOMAINS
+
+#: images per task sent to a worker (and per resumable chunk)
+CHUNK = 32
+#: how the stored images are made (part of the images fingerprint)
+RESIZE_METHOD = "cv2 JPEG DCT-scaled grayscale decode + INTER_AREA"
+DEFAULT_SIZE = (768, 512)
+
+
+@dataclass(frozen=True)
+class SplitSummary:
+    """What was done for one split."""
+
+    domain: str
+    split: str
+    records: int
+    rejected: int
+    labelled: int
+    truncated: int
+    action: str  # "up to date", "index rebuilt", "computed"
+    seconds: float
+    directory: Path
+
+
+# ------------------------------------------------------------------------------------------------ parameters
+def parse_size(text: str) -> tuple[int, int]:
+    """``"768x512"`` -> (768, 512)."""
+    parts = text.lower().split("x")
+    try:
+        w, h = (int(p) for p in parts)
+    except ValueError:
+        raise InputError(f"--size: expected WIDTHxHEIGHT such as 768x512, got {text!r}") from None
+    if not (8 <= w <= 8192 and 8 <= h <= 8192):
+        raise InputError(f"--size: width and height must be within 8..8192, got {w}x{h}")
+    return w, h
+
+
+def parse_domains(text: str | None) -> tuple[str, ...] | None:
+    """``"synthetic,lightbox"`` -> ("synthetic", "lightbox"); None -> None (every domain present)."""
+    if text is None:
+        return None
+    out = tuple(d.strip() for d in text.split(",") if d.strip())
+    bad = [d for d in out if d not in DOMAINS]
+    if bad or not out:
+        raise InputError(f"--domains: unknown domain(s) {', '.join(bad) or '(none given)'}; "
+                         f"expected a comma-separated subset of {', '.join(DOMAINS)}")
+    return out
+
+
+def default_out(root: Path) -> Path:
+    """``<root>/preprocessed`` (the root must be writable; otherwise pass ``--out``)."""
+    out = root / DEFAULT_OUT_NAME
+    if not os.access(out if out.exists() else root, os.W_OK):
+        raise InputError(f"cannot write {out} (read-only dataset?): pass --out DIR", root)
+    return out
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+# ------------------------------------------------------------------------------------------------ fingerprints
+def _stat(path: Path | None) -> list:
+    if path is None:
+        return [None]
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _digest(obj: object) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def images_fingerprint(records: PoseRecords, size: tuple[int, int]) -> str:
+    """Depends on the ordered image (and mask) files' names, sizes and modification times, the output size and
+    the format version."""
+    masks = records.mask_paths or [None] * len(records)
+    files = [[n] + _stat(p) + _stat(m) for n, p, m in zip(records.filenames, records.image_paths, masks)]
+    return _digest({"format": PREP_FORMAT, "method": RESIZE_METHOD, "size": list(size), "files": files,
+                    "camera_size": [records.camera.width, records.camera.height]})
+
+
+def inputs_fingerprint(images_fp: str, records: PoseRecords, camera_path: Path, skip_bad: bool) -> str:
+    """``images_fp`` plus the label file, camera.json, the code version and ``skip_bad``."""
+    return _digest({"images": images_fp, "labels": _stat(records.label_path), "camera": _stat(camera_path),
+                    "skip_bad": skip_bad, "version": __version__})
+
+
+# ------------------------------------------------------------------------------------------------ workers
+def _init_worker() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # one process per core: no nested threading
+
+
+def _process_chunk(store: str, offset: int, first_row: int, images: list[str], masks: list[str | None],
+                   full_size: tuple[int, int], size: tuple[int, int]) -> list[tuple[bool, str, list]]:
+    """Decode, check, resize and write rows ``first_row ...`` of the store; return ``(ok, problem, mask_box)``."""
+    out = []
+    fd = os.open(store, os.O_WRONLY)
+    try:
+        for j, (img_path, mask_path) in enumerate(zip(images, masks)):
+            img, problem = load_resized(img_path, full_size, size)
+            if img is not None:
+                write_rows(fd, offset, first_row + j, img[None])
+            box = [float("nan")] * 4
+            if img is not None and mask_path is not None:
+                mb, mproblem = mask_box(mask_path, full_size)
+                box, problem = mb.tolist(), mproblem
+            out.append((img is not None and problem == "", problem, box))
+    finally:
+        os.close(fd)
+    return out
+
+
+class _ChunkFailure(Exception):
+    pass
+
+
+def _prepare_images(records: PoseRecords, partial: Path, images_fp: str, size: tuple[int, int], workers: int,
+                    skip_bad: bool, progress: bool) -> pd.DataFrame:
+    """Fill ``partial/images.npy`` (resuming finished chunks) and return the scan table (one row per record)."""
+    n = len(records)
+    work_file, store, chunk_dir = partial / "work.json", partial / IMAGES, partial / "chunks"
+    resumable = False
+    if work_file.is_file() and store.is_file():
+        try:
+            resumable = read_json(work_file).get("images") == images_fp
+        except InputError:
+            resumable = False
+    if not resumable:
+        shutil.rmtree(partial, ignore_errors=True)
+        chunk_dir.mkdir(parents=True)
+        create_store(store, n, size)
+        atomic_write_json(work_file, {"images": images_fp, "n": n, "size": list(size)})
+    offset, _ = store_offset(store)
+    cam = records.camera
+    full_size = (cam.width, cam.height)
+    masks = [str(m) for m in records.mask_paths] if records.mask_paths is not None else [None] * n
+    chunks = [(k, s, min(s + CHUNK, n)) for k, s in enumerate(range(0, n, CHUNK))]
+    results: dict[int, list] = {}
+    for k, _, _ in chunks:
+        f = chunk_dir / f"{k:06d}.json"
+        if f.is_file():
+            try:
+                results[k] = json.loads(f.read_text())
+            except ValueError:
+                f.unlink()
+    todo = [c for c in chunks if c[0] not in results]
+    done_imgs = sum(len(v) for v in results.values())
+
+    def args(c):
+        k, s, e = c
+        return (str(store), offset, s, [str(p) for p in records.image_paths[s:e]], masks[s:e], full_size, size)
+
+    def accept(k: int, res: list) -> None:
+        if not skip_bad:
+            for j, (ok, problem, _) in enumerate(res):
+                if not ok:
+                    i = chunks[k][1] + j
+                    raise _ChunkFailure(i, problem)
+        atomic_write_text(chunk_dir / f"{k:06d}.json", json.dumps(res))
+        results[k] = res
+
+    bar = tqdm(total=n, initial=done_imgs, desc=f"{records.domain}/{records.split}", unit="img",
+               disable=not progress, leave=False)
+    try:
+        if workers <= 1 or len(todo) <= 1:
+            for c in todo:
+                accept(c[0], _process_chunk(*args(c)))
+                bar.update(c[2] - c[1])
+        else:
+            ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
+                                              else "spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
+                pending = {}
+                it = iter(todo)
+                try:
+                    # keep a bounded number of tasks in flight (memory flat in N)
+                    for c in it:
+                        pending[pool.submit(_process_chunk, *args(c))] = c
+                        if len(pending) >= 4 * workers:
+                            break
+                    while pending:
+                        finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                        for fut in finished:
+                            c = pending.pop(fut)
+                            accept(c[0], fut.result())
+                            bar.update(c[2] - c[1])
+                            nxt = next(it, None)
+                            if nxt is not None:
+                                pending[pool.submit(_process_chunk, *args(nxt))] = nxt
+                except BaseException:
+                    for fut in pending:
+                        fut.cancel()
+                    raise
+    except _ChunkFailure as exc:
+        i, problem = exc.args
+        bar.close()
+        shutil.rmtree(partial, ignore_errors=True)
+        raise InputError(f"image {records.image_paths[i]}: {problem}", records.label_path,
+                         f"{records.domain}/{records.split} index {records.source_index[i]} "
+                         f"({records.filenames[i]})") from None
+    finally:
+        bar.close()
+
+    flat = [r for k, _, _ in chunks for r in results[k]]
+    boxes = np.array([r[2] for r in flat], dtype=np.float64).reshape(n, 4)
+    scan = pd.DataFrame({"filename": pd.array(records.filenames, dtype="string"),
+                         "image_row": np.arange(n, dtype=np.int64),
+                         "ok": np.array([bool(r[0]) for r in flat], dtype=bool).reshape(n),
+                         "problem": pd.array([r[1] for r in flat], dtype="string")})
+    for j, c in enumerate(MASK_BOX_COLUMNS):
+        scan[c] = boxes[:, j]
+    return scan
+
+
+# ------------------------------------------------------------------------------------------------ one split
+def _write_rejects(path: Path, rejects: list[Reject]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["domain", "split", "index", "filename", "reason"])
+    for r in rejects:
+        w.writerow([r.domain, r.split, r.index, r.filename, r.reason])
+    atomic_write_text(path, buf.getvalue())
+
+
+def _read_manifest(path: Path) -> dict | None:
+    try:
+        m = read_json(path)
+    except InputError:
+        return None
+    return m if isinstance(m, dict) and m.get("format") == PREP_FORMAT else None
+
+
+def process_split(records: PoseRecords, out: Path, camera: Camera, camera_path: Path, root: Path,
+                  size: tuple[int, int], workers: int, skip_bad: bool, force: bool, progress: bool) -> SplitSummary:
+    """Bring one split's outputs up to date (see the module docstring)."""
+    t0 = time.perf_counter()
+    sdir = split_dir(out, records.domain, records.split)
+    images_fp = images_fingerprint(records, size)
+    inputs_fp = inputs_fingerprint(images_fp, records, camera_path, skip_bad)
+    old = None if force else _read_manifest(sdir / MANIFEST)
+    have = all((sdir / f).is_file() for f in (INDEX, IMAGES, SCAN, REJECTS))
+    if old is not None and have and old["fingerprints"]["inputs"] == inputs_fp:
+        c = old["counts"]
+        return SplitSummary(records.domain, records.split, c["records"], c["rejected"], c["labelled"],
+                            c["truncated"], "up to date", time.perf_counter() - t0, sdir)
+
+    partial = sdir / ".partial"
+    reuse_images = old is not None and have and old["fingerprints"]["images"] == images_fp
+    if reuse_images:
+        scan = pd.read_parquet(sdir / SCAN)
+        action = "index rebuilt"
+    else:
+        scan = _prepare_images(records, partial, images_fp, size, workers, skip_bad, progress)
+        action = "computed"
+
+    ok = scan["ok"].to_numpy(dtype=bool)
+    if not skip_bad and not ok.all():  # reachable when images are reused after --skip-bad was turned off
+        i = int(np.flatnonzero(~ok)[0])
+        raise InputError(f"image {records.image_paths[i]}: {scan['problem'].iat[i]}", records.label_path,
+                         f"{records.domain}/{records.split} index {records.source_index[i]} "
+                         f"({records.filenames[i]})")
+    rejects = list(records.rejects) + [
+        Reject(records.domain, records.split, int(records.source_index[i]), records.filenames[i],
+               f"image {records.image_paths[i]}: {scan['problem'].iat[i]}") for i in np.flatnonzero(~ok)]
+    rejects.sort(key=lambda r: r.index)
+    keep = np.flatnonzero(ok)
+    good = records.subset(keep)
+    masks = scan[MASK_BOX_COLUMNS].to_numpy(dtype=np.float64)[keep] if records.mask_paths is not None else None
+    df = build_index(good, camera, scan["image_row"].to_numpy()[keep], masks)
+
+    # swap the outputs in: invalidate the old manifest first, write the new one last
+    partial.mkdir(parents=True, exist_ok=True)
+    write_index(partial / INDEX, df)
+    _write_rejects(partial / REJECTS, rejects)
+    if not reuse_images:
+        with atomic_path(partial / SCAN) as tmp:
+            scan.to_parquet(tmp, index=False)
+    (sdir / MANIFEST).unlink(missing_ok=True)
+    names = [INDEX, REJECTS] + ([] if reuse_images else [IMAGES, SCAN])
+    for name in names:
+        os.replace(partial / name, sdir / name)
+    counts = {"records": len(df), "rejected": len(rejects), "labelled": int(df["labelled"].sum()),
+              "truncated": int(df["truncated"].fillna(False).sum()), "image_rows": len(scan)}
+    seconds = time.perf_counter() - t0
+    manifest = {
+        "format": PREP_FORMAT, "speedpose_version": __version__, "domain": records.domain, "split": records.split,
+        "root": str(root.resolve()), "label_file": str(records.label_path.relative_to(root)),
+        "params": {"size": list(size), "skip_bad": skip_bad, "resize_method": RESIZE_METHOD},
+        "fingerprints": {"inputs": inputs_fp, "images": images_fp},
+        "camera": {"K": camera.K.tolist(), "dist": camera.dist.tolist(), "width": camera.width,
+                   "height": camera.height},
+        "has_masks": records.mask_paths is not None, "counts": counts,
+        "files": {"index": INDEX, "images": IMAGES, "scan": SCAN, "rejects": REJECTS},
+        "action": action, "seconds": round(seconds, 3), "workers": workers,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    atomic_write_json(sdir / MANIFEST, manifest)
+    shutil.rmtree(partial, ignore_errors=True)
+    return SplitSummary(records.domain, records.split, counts["records"], counts["rejected"], counts["labelled"],
+                        counts["truncated"], action, seconds, sdir)
+
+
+# ------------------------------------------------------------------------------------------------ the stage
+def run(root: str | Path, out: str | Path | None = None, domains: tuple[str, ...] | None = None,
+        size: tuple[int, int] = DEFAULT_SIZE, workers: int | None = None, skip_bad: bool = False,
+        force: bool = False, progress: bool = True) -> list[SplitSummary]:
+    """Preprocess the splits of ``domains`` (default: every domain with a label file) under the SPEED+ ``root``.
+
+    Args:
+        root: SPEED+ root (holds camera.json).
+        out: output folder (default ``<root>/preprocessed``).
+        domains: subset of synthetic, lightbox, sunlamp; a domain named here must have a label file.
+        size: (W, H) of the stored images [px].
+        workers: processes decoding images (default: the usable CPU cores).
+        skip_bad: leave bad records out and list them in ``rejects.csv`` instead of stopping.
+        force: recompute everything.
+        progress: show tqdm bars.
+    Raises:
+        InputError: bad input (names the file, record index and problem); nothing of the failing split is left.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError("SPEED+ root not found (expected a folder with camera.json)", root)
+    camera_path = root / "camera.json"
+    camera = load_camera(camera_path)
+    out = default_out(root) if out is None else Path(out)
+    workers = default_workers() if workers is None else int(workers)
+    if workers < 1:
+        raise InputError(f"--workers: expected at least 1, got {workers}")
+    pairs = available_splits(root, domains if domains is not None else DOMAINS)
+    if domains is not None:
+        missing = [d for d in domains if not any(p[0] == d for p in pairs)]
+        if missing:
+            raise InputError(f"no label file for domain(s) {', '.join(missing)} (expected "
+                             + "; ".join(f"{d}/{{{','.join(SPLITS[d])}}}.json" for d in missing) + ")", root)
+    if not pairs:
+        raise InputError("no label files (expected synthetic/train.json, synthetic/validation.json, "
+                         "lightbox/test.json or sunlamp/test.json)", root)
+
+    # validate every label record and image header before writing anything
+    adapters = {d: SpeedplusAdapter(root, d, camera=camera, skip_bad=skip_bad) for d in {p[0] for p in pairs}}
+    all_records = [adapters[d].get_records(s) for d, s in tqdm(pairs, desc="validating", unit="split",
+                                                                disable=not progress, leave=False)]
+    return [process_split(rec, out, camera, camera_path, root, size, workers, skip_bad, force, progress)
+            for rec in all_records]
+
+
+def format_summary(summaries: list[SplitSummary]) -> str:
+    """A plain-text table of what :func:`run` did."""
+    head = f"{'domain':<10} {'split':<11} {'images':>7} {'rejected':>9} {'labelled':>9} {'truncated':>10} " \
+           f"{'seconds':>8}  action"
+    lines = [head, "-" * len(head)]
+    for s in summaries:
+        lines.append(f"{s.domain:<10} {s.split:<11} {s.records:>7d} {s.rejected:>9d} {s.labelled:>9d} "
+                     f"{s.truncated:>10d} {s.seconds:>8.2f}  {s.action}")
+    if summaries and all(s.action == "up to date" for s in summaries):
+        lines.append("nothing to do: every split is up to date (use --force to recompute)")
+    if summaries:
+        lines.append(f"output: {summaries[0].directory.parent.parent}")
+    if any(s.rejected for s in summaries):
+        lines.append("rejected records are listed in <domain>/<split>/rejects.csv")
+    return "\n".join(lines)
