@@ -120,7 +120,8 @@ class Camera:
     def pixels_to_normalized(self, uv: np.ndarray, undistort: bool = True) -> np.ndarray:
         """Pixels (..., 2) -> normalised undistorted coordinates (..., 2) (the ray ``(x, y, 1)``).
 
-        The inverse distortion is solved iteratively to below 1e-6 px over the whole SPEED+ image.
+        The inverse distortion is solved iteratively (fixed point, then Newton) to below 1e-6 px over the whole
+        SPEED+ image.
         """
         uv = np.asarray(uv, dtype=np.float64)
         shape = uv.shape
@@ -129,11 +130,12 @@ class Camera:
         xy_d = np.stack([x, y], axis=-1)
         if not undistort or not self.has_distortion:
             return xy_d
-        pts = xy_d.reshape(-1, 1, 2)
-        crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-12)
-        und = cv2.undistortPointsIter(pts, np.eye(3), self.dist, None, None, crit).reshape(shape)
-        # polish with Newton steps on the forward model (cv2's fixed point can stall near the border)
-        for _ in range(3):
+        # fixed-point start (OpenCV's scheme), then Newton steps on the forward model: converges to < 1e-12
+        # in the normalised plane over the whole SPEED+ image
+        und = xy_d.copy()
+        for _ in range(5):
+            und = und - (self.distort_normalized(und) - xy_d)
+        for _ in range(6):
             und = und - self._newton_step(und, xy_d)
         return und
 
