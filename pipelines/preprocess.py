@@ -37,8 +37,7 @@ from speedpose.camera import Camera, load_camera
 from speedpose.data.base import PoseRecords, Reject
 from speedpose.data.image_store import create_store, load_resized, mask_box, store_offset, write_rows
 from speedpose.data.index import MASK_BOX_COLUMNS, build_index, write_index
-from speedpose.data.loader import (DEFAULT_OUT_NAME, IMAGES, INDEX, MANIFEST, PREP_FORMAT, REJECTS, SCAN,
-                                   split_dir)
+from speedpose.data.loader import IMAGES, INDEX, MANIFEST, PREP_FORMAT, REJECTS, SCAN, default_prep_dir, split_dir
 from speedpose.data.speedplus import SPLITS, SpeedplusAdapter, available_splits
 from speedpose.errors import InputError
 from speedpose.io_utils import atomic_path, atomic_write_json, atomic_write_text, read_json
@@ -88,14 +87,6 @@ def parse_domains(text: str | None) -> tuple[str, ...] | None:
     if bad or not out:
         raise InputError(f"--domains: unknown domain(s) {', '.join(bad) or '(none given)'}; "
                          f"expected a comma-separated subset of {', '.join(DOMAINS)}")
-    return out
-
-
-def default_out(root: Path) -> Path:
-    """``<root>/preprocessed`` (the root must be writable; otherwise pass ``--out``)."""
-    out = root / DEFAULT_OUT_NAME
-    if not os.access(out if out.exists() else root, os.W_OK):
-        raise InputError(f"cannot write {out} (read-only dataset?): pass --out DIR", root)
     return out
 
 
@@ -355,7 +346,7 @@ def run(root: str | Path, out: str | Path | None = None, domains: tuple[str, ...
 
     Args:
         root: SPEED+ root (holds camera.json).
-        out: output folder (default ``<root>/preprocessed``).
+        out: output folder (default :func:`speedpose.data.loader.default_prep_dir`, in the user's cache).
         domains: subset of synthetic, lightbox, sunlamp; a domain named here must have a label file.
         size: (W, H) of the stored images [px].
         workers: processes decoding images (default: the usable CPU cores).
@@ -370,7 +361,7 @@ def run(root: str | Path, out: str | Path | None = None, domains: tuple[str, ...
         raise InputError("SPEED+ root not found (expected a folder with camera.json)", root)
     camera_path = root / "camera.json"
     camera = load_camera(camera_path)
-    out = default_out(root) if out is None else Path(out)
+    out = default_prep_dir(root) if out is None else Path(out)
     workers = default_workers() if workers is None else int(workers)
     if workers < 1:
         raise InputError(f"--workers: expected at least 1, got {workers}")

@@ -61,6 +61,27 @@ def score(
     typer.echo(stage.format_score_table(scores))
 
 
+@app.command()
+def preprocess(
+    root: Path = typer.Option(..., "--root", help="SPEED+ root (camera.json, synthetic/, lightbox/, sunlamp/)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: a folder per root under "
+                                       "$SPEEDPOSE_CACHE or ~/.cache/speedpose/preprocessed)."),
+    domains: Optional[str] = typer.Option(None, "--domains", help="Comma-separated subset of synthetic,lightbox,"
+                                          "sunlamp (default: every domain with a label file)."),
+    size: str = typer.Option("768x512", "--size", help="WIDTHxHEIGHT of the stored images."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes (default: CPU cores)."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave bad records out (listed in rejects.csv) "
+                                  "instead of stopping at the first one."),
+    force: bool = typer.Option(False, "--force", help="Recompute everything, even what is up to date."),
+) -> None:
+    """Validate a SPEED+ root and write per split an index table, resized images and a manifest (cached)."""
+    from pipelines import preprocess as stage
+
+    summaries = stage.run(root, out=out, domains=stage.parse_domains(domains), size=stage.parse_size(size),
+                          workers=workers, skip_bad=skip_bad, force=force)
+    typer.echo(stage.format_summary(summaries))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)

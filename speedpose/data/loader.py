@@ -1,6 +1,8 @@
 """Reading what ``speedpose preprocess`` wrote: records and images of one split.
 
-Layout of a preprocessed folder (default ``<SPEED+ root>/preprocessed``)::
+Layout of a preprocessed folder (``--out``; default :func:`default_prep_dir`, a per-root folder in the user's cache:
+``${SPEEDPOSE_CACHE:-${XDG_CACHE_HOME:-~/.cache}/speedpose}/preprocessed/<root name>-<hash of its absolute path>``,
+so that preprocessing never writes into the dataset)::
 
     <out>/<domain>/<split>/manifest.json   written last: a split without it is not finished and is refused
     <out>/<domain>/<split>/index.parquet   the records (columns: speedpose.data.index)
@@ -22,6 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import hashlib
+import os
+
 import numpy as np
 import pandas as pd
 
@@ -33,7 +38,6 @@ from speedpose.io_utils import read_json
 
 #: version of the preprocessed format; a manifest of another version is refused (re-run preprocess)
 PREP_FORMAT = 1
-DEFAULT_OUT_NAME = "preprocessed"
 MANIFEST = "manifest.json"
 INDEX = "index.parquet"
 IMAGES = "images.npy"
@@ -46,14 +50,24 @@ def split_dir(out: str | Path, domain: str, split: str) -> Path:
     return Path(out) / domain / split
 
 
+def default_prep_dir(root: str | Path) -> Path:
+    """Default output folder of ``speedpose preprocess --root ROOT``: one folder per dataset root in the cache,
+    ``${SPEEDPOSE_CACHE:-${XDG_CACHE_HOME:-~/.cache}/speedpose}/preprocessed/<name>-<sha1(abs path)[:10]>``."""
+    root = Path(root).resolve()
+    cache = os.environ.get("SPEEDPOSE_CACHE") or str(
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "speedpose")
+    tag = hashlib.sha1(str(root).encode()).hexdigest()[:10]
+    return Path(cache) / "preprocessed" / f"{root.name or 'root'}-{tag}"
+
+
 def resolve_prep_dir(prep_dir_or_root: str | Path, domain: str, split: str) -> Path:
-    """The preprocessed folder holding ``domain/split``: the path itself or ``<path>/preprocessed``."""
+    """The preprocessed folder holding ``domain/split``: the path itself, or the default folder of a root."""
     base = Path(prep_dir_or_root)
-    for cand in (base, base / DEFAULT_OUT_NAME):
+    for cand in (base, default_prep_dir(base)):
         if (split_dir(cand, domain, split) / MANIFEST).is_file():
             return cand
-    raise InputError(f"no preprocessed {domain}/{split} here (expected {domain}/{split}/{MANIFEST} in it or in "
-                     f"{DEFAULT_OUT_NAME}/): run `speedpose preprocess --root ...` first", base)
+    raise InputError(f"no preprocessed {domain}/{split} here nor in its default folder {default_prep_dir(base)} "
+                     f"(expected {domain}/{split}/{MANIFEST}): run `speedpose preprocess --root ...` first", base)
 
 
 def camera_from_manifest(cam: dict) -> Camera:
@@ -185,8 +199,8 @@ def open_split(prep_dir_or_root: str | Path, domain: str, split: str, root: str 
     """Open a preprocessed split.
 
     Args:
-        prep_dir_or_root: the ``--out`` folder of ``speedpose preprocess`` or the SPEED+ root (then
-            ``<root>/preprocessed`` is used).
+        prep_dir_or_root: the ``--out`` folder of ``speedpose preprocess`` or the SPEED+ root (then its
+            :func:`default_prep_dir` is used).
         domain: ``synthetic``, ``lightbox`` or ``sunlamp``.
         split: ``train``/``validation`` (synthetic) or ``test``.
         root: where the original JPEGs are (default: the root recorded in the manifest).
