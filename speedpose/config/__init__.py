@@ -1,0 +1,38 @@
+"""Configuration: plain YAML validated by pydantic schemas, dotted overrides, hashing and the experiment registry.
+
+Public API::
+
+    ConfigModel, OptimConfig, ScheduleConfig, TrainConfig, ExperimentConfig   # sections and the base schema
+    register_experiment, get_experiment, list_experiments, ExperimentEntry    # task: key -> schema (and Task)
+    load_config(path, overrides=(), schema=None) -> ExperimentConfig subclass instance
+    parse_overrides, apply_overrides, validate_config
+    config_hash(cfg, exclude=()), save_resolved(cfg, run_dir), config_to_dict, diff_configs, describe_config
+"""
+
+from speedpose.config.loading import (
+    RESOLVED_NAME,
+    apply_overrides,
+    config_hash,
+    config_to_dict,
+    describe_config,
+    diff_configs,
+    load_config,
+    parse_overrides,
+    save_resolved,
+    validate_config,
+)
+from speedpose.config.registry import (
+    ExperimentEntry,
+    discover_experiments,
+    get_experiment,
+    list_experiments,
+    register_experiment,
+)
+from speedpose.config.sections import ConfigModel, ExperimentConfig, OptimConfig, ScheduleConfig, TrainConfig
+
+__all__ = [
+    "RESOLVED_NAME", "ConfigModel", "ExperimentConfig", "ExperimentEntry", "OptimConfig", "ScheduleConfig",
+    "TrainConfig", "apply_overrides", "config_hash", "config_to_dict", "describe_config", "diff_configs",
+    "discover_experiments", "get_experiment", "list_experiments", "load_config", "parse_overrides",
+    "register_experiment", "save_resolved", "validate_config",
+]
