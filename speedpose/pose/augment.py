@@ -1,0 +1,75 @@
+"""Photometric augmentation of spacecraft crops (albumentations), built from the ``augment:`` config section.
+
+What SPNv2 found to help across the SPEED+ domain gap (SPEEDPLUS.md section 8): brightness/contrast, gamma, Gaussian or
+ISO noise, one of motion/median/glass blur, a sun flare centred inside the spacecraft box and coarse dropout
+restricted to the box.  Geometry (in-plane rotation of the virtual camera, box jitter) is applied when the crop is
+taken (:mod:`speedpose.pose.crops`), where the label can be updated exactly.  No flips: a mirror is not a rotation.
+
+Every random choice comes from a per-sample seed, so a sample is the same after a resume.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from speedpose.pose.config import AugmentConfig
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import albumentations as A  # noqa: E402  (after the environment variable)
+
+
+class Photometric:
+    """Photometric augmentation of (H, W) uint8 grayscale crops whose spacecraft box is known.
+
+    Args:
+        cfg: the ``augment:`` section.
+        box_frac: (x0, y0, x1, y1) of the spacecraft box in the crop, as fractions of the crop side (for the flare
+            region and the dropout holes).
+    """
+
+    def __init__(self, cfg: AugmentConfig, box_frac: tuple[float, float, float, float]):
+        self.cfg = cfg
+        self.box_frac = box_frac
+        blur = A.OneOf([A.MotionBlur(blur_limit=(3, 7), p=1.0), A.MedianBlur(blur_limit=(3, 5), p=1.0),
+                        A.GlassBlur(sigma=0.5, max_delta=2, iterations=1, p=1.0)], p=cfg.p_blur)
+        noise = A.OneOf([A.GaussNoise(std_range=(0.0, cfg.noise_std / 255.0), p=1.0),
+                         A.ISONoise(intensity=(0.1, 0.5), p=1.0)], p=cfg.p_noise)
+        self.global_ops = A.Compose([
+            A.RandomBrightnessContrast(brightness_limit=cfg.brightness, contrast_limit=cfg.contrast,
+                                       p=cfg.p_brightness_contrast),
+            A.RandomGamma(gamma_limit=tuple(cfg.gamma_range), p=cfg.p_gamma),
+            A.RandomSunFlare(flare_roi=box_frac, src_radius=64, angle_range=(0, 1),
+                             num_flare_circles_range=(3, 6), p=cfg.p_flare),
+            blur,
+            noise,
+        ])
+        self.dropout = A.Compose([A.CoarseDropout(num_holes_range=tuple(cfg.dropout_holes),
+                                                  hole_height_range=tuple(cfg.dropout_size),
+                                                  hole_width_range=tuple(cfg.dropout_size), fill=0, p=1.0)])
+
+    def __call__(self, crop: np.ndarray, seed: int) -> np.ndarray:
+        """Augment one crop. (H, W) uint8 -> (H, W) uint8; deterministic for ``seed``."""
+        if not self.cfg.enabled:
+            return crop
+        rng = np.random.default_rng(seed)
+        self.global_ops.set_random_seed(int(rng.integers(2**31)))
+        # flare and ISO noise work on colour images: augment in RGB, return to gray like the real images
+        rgb = np.repeat(crop[..., None], 3, axis=2)
+        out = self.global_ops(image=rgb)["image"]
+        out = np.round(out.astype(np.float32).mean(axis=2)).astype(np.uint8)
+        if rng.random() < self.cfg.p_dropout:
+            h, w = out.shape
+            x0, y0, x1, y1 = self.box_frac
+            sl = (slice(int(y0 * h), max(int(y1 * h), int(y0 * h) + 2)),
+                  slice(int(x0 * w), max(int(x1 * w), int(x0 * w) + 2)))
+            self.dropout.set_random_seed(int(rng.integers(2**31)))
+            out[sl] = self.dropout(image=np.ascontiguousarray(out[sl]))["image"]
+        return out
+
+
+def central_box_frac(margin: float) -> tuple[float, float, float, float]:
+    """The spacecraft box in a crop that frames it with ``margin``: the central ``1/margin`` of the side."""
+    h = 0.5 / margin
+    return (0.5 - h, 0.5 - h, 0.5 + h, 0.5 + h)

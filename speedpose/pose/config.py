@@ -1,0 +1,117 @@
+"""The SPEED+ experiment schema (``task: speedplus``): data, model, loss and augmentation sections.
+
+Every key is documented by its ``description``; ``speedpose train --config FILE key.sub=value`` overrides any of
+them.  The shipped files are ``configs/speedplus.yaml`` (full recipe, real data, GPU), ``configs/speedplus_fullimage.yaml``
+(the seed's whole-image baseline) and ``configs/smoke.yaml`` (tiny, for tests).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional, Union
+
+from pydantic import Field
+
+from speedpose.config import ConfigModel, ExperimentConfig, register_experiment
+
+
+class DataConfig(ConfigModel):
+    """Where the data is and how samples are made (``data:``)."""
+
+    root: Optional[str] = Field(None, description="SPEED+ root (camera.json, synthetic/, lightbox/, sunlamp/); "
+                                "the --root option overrides it")
+    prep_dir: Optional[str] = Field(None, description="preprocessed folder (speedpose preprocess --out); null = "
+                                    "the default cache folder of the root")
+    split: float = Field(1.0, gt=0, le=1, description="fraction of synthetic/train used for training (a seeded "
+                         "random subset); --split overrides it")
+    val_limit: Optional[int] = Field(None, ge=1, description="validate each epoch on at most this many images of "
+                                     "synthetic/validation (an evenly spaced subset); null = all")
+    crop_size: int = Field(224, ge=32, description="side of the square virtual-camera crop [px]")
+    crop_margin: float = Field(1.3, ge=1.0, le=3.0, description="the box's half-extent times this fills half the "
+                               "crop")
+    loc_size: tuple[int, int] = Field((384, 256), description="(W, H) of the full frame fed to the localiser [px]")
+    fullimage_size: int = Field(224, ge=32, description="fullimage model only: the whole frame is resized to this "
+                                "square [px]")
+
+
+class I2SConfig(ConfigModel):
+    """Image2Sphere orientation head (``model.i2s:``)."""
+
+    lmax: int = Field(6, ge=1, le=10, description="maximum degree of the SO(3) Fourier coefficients")
+    sphere_channels: int = Field(512, ge=1, description="channels of the features projected onto the sphere")
+    hidden_channels: int = Field(8, ge=1, description="channels of the SO(3) signal between the convolutions")
+    proj_level: int = Field(2, ge=0, le=4, description="HEALPix level of the hemisphere grid the image features "
+                            "are projected onto")
+    proj_sigma: float = Field(0.2, gt=0, description="width of the Gaussian projection kernel (sphere radius 1)")
+    train_grid_level: int = Field(3, ge=1, le=4, description="HEALPix SO(3) level of the cross-entropy loss grid")
+    infer_level: int = Field(5, ge=3, le=7, description="finest level of the coarse-to-fine mode search "
+                             "(5 = 1.875 deg)")
+
+
+class LocaliserConfig(ConfigModel):
+    """The light localisation network on the downscaled full frame (``model.localiser:``)."""
+
+    width: int = Field(32, ge=8, description="channels of the first stage (doubled at each of the 3 strides)")
+    stride: Literal[8, 16] = Field(8, description="output stride of the heatmap [px of the localiser input]")
+
+
+class ModelConfig(ConfigModel):
+    """The pose model (``model:``)."""
+
+    kind: Literal["crop", "fullimage"] = Field("crop", description="crop: localise, crop, I2S + geometric "
+                                               "translation | fullimage: the seed's whole-image baseline")
+    encoder: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = Field(
+        "resnet18", description="torchvision ResNet of the crop model (without classifier)")
+    pretrained: Union[bool, str] = Field(False, description="ImageNet weights: true = from the torch hub cache "
+                                         "(torch.hub.get_dir()/checkpoints), a path = that file, false = random init")
+    i2s: I2SConfig = Field(default_factory=I2SConfig, description="orientation head")
+    translation_hidden: int = Field(256, ge=8, description="hidden units of the translation head")
+    localiser: LocaliserConfig = Field(default_factory=LocaliserConfig, description="localisation network")
+
+
+class LossConfig(ConfigModel):
+    """Loss weights (``loss:``)."""
+
+    rotation: float = Field(1.0, ge=0, description="weight of the SO(3) cross-entropy")
+    translation: float = Field(1.0, ge=0, description="weight of the translation loss (smooth L1 on du, dv, "
+                               "log depth ratio)")
+    localisation: float = Field(1.0, ge=0, description="weight of the localiser loss (heatmap focal loss + box)")
+
+
+class AugmentConfig(ConfigModel):
+    """Training augmentation (``augment:``); probabilities per sample."""
+
+    enabled: bool = Field(True, description="master switch")
+    p_brightness_contrast: float = Field(0.5, ge=0, le=1, description="probability of brightness/contrast")
+    brightness: float = Field(0.2, ge=0, le=1, description="brightness change limit (fraction of the range)")
+    contrast: float = Field(0.2, ge=0, le=1, description="contrast change limit")
+    p_gamma: float = Field(0.3, ge=0, le=1, description="probability of a gamma change")
+    gamma_range: tuple[int, int] = Field((70, 150), description="gamma x100 range")
+    p_noise: float = Field(0.5, ge=0, le=1, description="probability of Gaussian or ISO noise")
+    noise_std: float = Field(40.0, ge=0, le=255, description="max std of the Gaussian noise [grey levels]")
+    p_blur: float = Field(0.5, ge=0, le=1, description="probability of one of motion/median/glass blur")
+    p_flare: float = Field(0.3, ge=0, le=1, description="probability of a sun flare centred in the spacecraft box")
+    p_dropout: float = Field(0.5, ge=0, le=1, description="probability of coarse dropout inside the box")
+    dropout_holes: tuple[int, int] = Field((1, 5), description="number of dropout holes")
+    dropout_size: tuple[float, float] = Field((0.2, 0.5), description="hole side as a fraction of the box side")
+    in_plane_deg: float = Field(180.0, ge=0, le=180, description="in-plane rotation of the virtual camera, "
+                                "uniform in +-this [deg] (label updated exactly)")
+    box_scale: tuple[float, float] = Field((0.9, 1.2), description="box jitter: scale range of the box side")
+    box_shift: float = Field(0.1, ge=0, le=0.5, description="box jitter: max centre shift as a fraction of the side "
+                             "(clamped so that the spacecraft stays inside the crop)")
+
+
+def _task_factory(cfg):
+    from speedpose.pose.task import SpeedplusTask
+
+    return SpeedplusTask(cfg)
+
+
+@register_experiment("speedplus", task_factory=_task_factory)
+class SpeedplusExperiment(ExperimentConfig):
+    """A SPEED+ pose experiment."""
+
+    task: Literal["speedplus"] = Field("speedplus", description="experiment type")
+    data: DataConfig = Field(default_factory=DataConfig, description="data")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="pose model")
+    loss: LossConfig = Field(default_factory=LossConfig, description="loss weights")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig, description="augmentation")

@@ -1,0 +1,119 @@
+"""Crop geometry of the pose pipeline: which virtual camera looks at the spacecraft, how the translation is
+encoded relative to it, and how the box is jittered during training.
+
+The crop model sees the spacecraft through a :class:`~speedpose.virtual_camera.VirtualCamera` that looks at the centre
+of its box and is zoomed so that the box (times ``margin``) fills the crop.  Its targets are:
+
+* rotation ``R_virt = R_cam_virt^T R`` (the crop is a true perspective view, so the label stays exact);
+* translation, encoded as ``t_enc = (du, dv, log(z_virt / z0))``: the offset of the body origin's projection from the
+  crop centre in units of the crop side, and its depth along the virtual optical axis relative to the box-size prior
+  ``z0 = f_virt * TANGO_SIZE_M / (size / margin)`` (the depth at which Tango's diameter would span the box).
+  :func:`decode_translation` turns a prediction back into ``r`` [m] in the real camera frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from speedpose.camera import Camera
+from speedpose.tango import TANGO_SIZE_M
+from speedpose.virtual_camera import VirtualCamera
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    """How crops are taken.
+
+    Attributes:
+        size: side of the square crop [px].
+        margin: the box's larger angular half-extent times ``margin`` fills half the crop (>= 1).
+    """
+
+    size: int = 224
+    margin: float = 1.3
+
+
+def crop_camera(camera: Camera, box_xyxy: np.ndarray, spec: CropSpec, in_plane_rad: float = 0.0) -> VirtualCamera:
+    """The virtual camera of a crop around ``box_xyxy`` (x0, y0, x1, y1) [real, distorted px]."""
+    return VirtualCamera.covering_box(camera, box_xyxy, spec.size, spec.margin, in_plane_rad)
+
+
+def depth_prior_m(vc: VirtualCamera, spec: CropSpec) -> float:
+    """``z0`` [m]: the depth at which Tango's diameter spans the box that the crop frames."""
+    return vc.focal_px * TANGO_SIZE_M / (spec.size / spec.margin)
+
+
+def encode_translation(vc: VirtualCamera, r_cam_m: np.ndarray, spec: CropSpec) -> np.ndarray:
+    """``r`` [m] in the real camera -> ``(du, dv, log(z_virt / z0))`` (3,) for the crop of ``vc``."""
+    r_virt = np.asarray(r_cam_m, dtype=np.float64) @ vc.R_cam_virt
+    uv = vc.project(r_virt)
+    return np.array([(uv[0] - vc.K[0, 2]) / spec.size, (uv[1] - vc.K[1, 2]) / spec.size,
+                     np.log(r_virt[2] / depth_prior_m(vc, spec))])
+
+
+def decode_translation(vc: VirtualCamera, t_enc: np.ndarray, spec: CropSpec) -> np.ndarray:
+    """Inverse of :func:`encode_translation`: (3,) -> ``r`` [m] in the real camera frame (3,)."""
+    du, dv, log_z = np.asarray(t_enc, dtype=np.float64)
+    z = depth_prior_m(vc, spec) * np.exp(log_z)
+    ray = np.array([du * spec.size / vc.K[0, 0], dv * spec.size / vc.K[1, 1], 1.0])
+    return (z * ray) @ vc.R_cam_virt.T
+
+
+def jitter_box(box_xyxy: np.ndarray, rng: np.random.Generator, spec: CropSpec,
+               scale_range: tuple[float, float] = (0.9, 1.2), shift_frac: float = 0.1) -> np.ndarray:
+    """A randomly scaled and shifted copy of a box, to train for detector error.
+
+    The box side is scaled by a factor in ``scale_range`` and its centre moved by up to ``shift_frac`` of the side
+    (each axis), but never so far that the ORIGINAL box leaves the crop: with the crop framing the jittered box
+    times ``margin``, the shift is clamped to ``(scale * margin - 1) / 2`` of the side.
+
+    Args:
+        box_xyxy: (4,) box [px].
+        rng: numpy generator.
+    Returns:
+        (4,) jittered box [px].
+    """
+    x0, y0, x1, y1 = np.asarray(box_xyxy, dtype=np.float64)
+    c = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
+    side = np.array([x1 - x0, y1 - y0])
+    # never shrink the box so much that the spacecraft cannot fit in the crop at all
+    scale = max(rng.uniform(*scale_range), 1.0 / (0.97 * spec.margin))
+    # the crop is square and frames the larger side: the original box stays inside when
+    # |shift| + side/2 <= scale * max(side) * margin / 2 on each axis
+    room = np.maximum(scale * side.max() * spec.margin * 0.97 / 2 - side / 2, 0.0)  # 3%: perspective, distortion
+    shift = np.clip(rng.uniform(-shift_frac, shift_frac, 2) * side.max(), -room, room)
+    c = c + shift
+    half = side * scale / 2
+    return np.array([c[0] - half[0], c[1] - half[1], c[0] + half[0], c[1] + half[1]])
+
+
+def crop_source(split, i: int, vc: VirtualCamera) -> tuple[np.ndarray, Camera]:
+    """The cheapest image of record ``i`` that still has the resolution a crop through ``vc`` needs.
+
+    A crop that shrinks the spacecraft (virtual focal well below the real one) is taken from the preprocessed image
+    (no JPEG decoding) or from a libjpeg-reduced decode (1/2 or 1/4 size, 4-16x fewer pixels); a distant, small
+    spacecraft is taken from the full-resolution original.  The sampling density of the source is never below the
+    crop's own (so no detail is lost), and :meth:`VirtualCamera.warp` low-passes larger reductions.
+
+    Args:
+        split: a :class:`speedpose.data.loader.PreprocessedSplit`.
+        i: record index.
+        vc: the crop's virtual camera.
+    Returns:
+        (uint8 (H, W) image, its camera).
+    """
+    from speedpose.data.image_store import read_gray
+
+    full = split.camera
+    scale = vc.focal_px / full.fx  # crop pixels per full-resolution pixel
+    small = split.camera_small
+    if scale <= min(small.fx / full.fx, small.fy / full.fy):
+        return split.image(i), small
+    for reduce in (4, 2):
+        if scale <= 1.0 / reduce:
+            img = read_gray(split.image_path(i), reduce)
+            if img is not None:
+                return img, full.resized(img.shape[1], img.shape[0])
+    return split.full_image(i), full
