@@ -233,6 +233,11 @@ def _prepare_images(records: PoseRecords, partial: Path, images_fp: str, size: t
         i, problem = exc.args
         bar.close()
         shutil.rmtree(partial, ignore_errors=True)
+        for d in (partial.parent, partial.parent.parent):  # the split's folders when this run made them
+            try:
+                d.rmdir()
+            except OSError:
+                break
         raise InputError(f"image {records.image_paths[i]}: {problem}", records.label_path,
                          f"{records.domain}/{records.split} index {records.source_index[i]} "
                          f"({records.filenames[i]})") from None
