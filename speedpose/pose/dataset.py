@@ -7,7 +7,8 @@ A training sample holds, for one image:
 * ``crop`` (1, S, S) uint8: a perspective-correct crop of the spacecraft (virtual camera looking at the jittered
   keypoint box, rotated in-plane at random), photometrically augmented;
 * ``R_virt`` (3, 3): the rotation label in that virtual camera (``R_cam_virt^T R``), and ``t_enc`` (3,): the
-  translation encoded relative to the crop (:func:`speedpose.pose.crops.encode_translation`);
+  translation encoded relative to the crop (:func:`speedpose.pose.crops.encode_translation`); ``kp_crop``
+  (11, 2): the keypoints projected with that label into the crop [px] (previews and tests);
 * for the ``fullimage`` baseline instead: ``image`` (1, S, S) the whole frame resized, ``R`` (3, 3) and
   ``t_norm`` (3,) the normalised translation.
 
@@ -26,6 +27,9 @@ from speedpose.pose.augment import Photometric, central_box_frac
 from speedpose.pose.config import SpeedplusExperiment
 from speedpose.pose.crops import CropSpec, crop_camera, crop_source, encode_translation, jitter_box
 from speedpose.pose.localiser import boxes_to_loc
+from speedpose.tango import tango_keypoints_body
+
+TANGO_KP = tango_keypoints_body()
 
 #: normalisation of the fullimage baseline's translation: (x / 1 m, y / 1 m, (z - 6 m) / 3 m)
 T_NORM_OFFSET = np.array([0.0, 0.0, 6.0])
@@ -93,7 +97,7 @@ class PoseSamples(Dataset):
         crop = vc.warp(src, src_cam)
         if self.train:
             crop = self.photometric(crop, seed)
-        R_virt, _ = vc.pose_to_virtual(R, self.r[i])
+        R_virt, r_virt = vc.pose_to_virtual(R, self.r[i])
         loc_size = tuple(self.cfg.data.loc_size)
         sample.update(
             loc_image=torch.from_numpy(loc)[None],
@@ -103,5 +107,6 @@ class PoseSamples(Dataset):
             crop=torch.from_numpy(crop)[None],
             R_virt=torch.from_numpy(R_virt).float(),
             t_enc=torch.from_numpy(encode_translation(vc, self.r[i], self.spec)).float(),
+            kp_crop=torch.from_numpy(vc.project(TANGO_KP @ R_virt.T + r_virt)).float(),
         )
         return sample
