@@ -212,7 +212,7 @@ class _Trainer:
             "best": {"metric": self.best_metric, "mode": self.best_mode, "value": self.best_value,
                      "step": self.best_step},
             "val_metrics": self.last_val, "config": self.cfg_dict, "config_hash": self.cfg_hash,
-            "world_size": self.ctx.world_size, "torch_version": torch.__version__,
+            "world_size": self.ctx.world_size, "torch_version": str(torch.__version__),
         }
 
     def checkpoint(self, names: list[str]) -> None:

@@ -1,0 +1,195 @@
+"""Training engine on the toy task: learning, checkpoints, exact resume, time/step limits, error paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from speedpose.config import load_config
+from speedpose.errors import ConfigError, InputError
+from speedpose.training import fit, load_checkpoint, read_metrics, select_checkpoint
+from speedpose.training.toy import ToyExperimentConfig, ToyTask
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+
+def toy_cfg(*overrides: str) -> ToyExperimentConfig:
+    base = ["train.epochs=3", "train.batch_size=16", "train.workers=0", "train.checkpoint_every_steps=3",
+            "train.log_every_steps=2", "train.device=cpu", "train.amp=off", "optim.lr=0.05",
+            "data.num_train=64", "data.num_val=32"]
+    return load_config(None, [*base, *overrides], schema=ToyExperimentConfig)
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        if isinstance(a[k], torch.Tensor):
+            assert torch.equal(a[k], b[k]), k
+        elif isinstance(a[k], dict):
+            assert_same_state(a[k], b[k])
+        else:
+            assert a[k] == b[k], k
+
+
+class FailingTask(ToyTask):
+    """Raises inside training_step number ``fail_at`` (1-based), i.e. mid-epoch, as a crash would."""
+
+    def __init__(self, cfg, fail_at: int):
+        super().__init__(cfg)
+        self.calls, self.fail_at = 0, fail_at
+
+    def training_step(self, model, batch):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("injected crash")
+        return super().training_step(model, batch)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """An uninterrupted 3-epoch run (4 steps per epoch)."""
+    cfg = toy_cfg()
+    run = tmp_path_factory.mktemp("ref")
+    summary = fit(ToyTask(cfg), cfg, run, progress=False)
+    return cfg, run, summary
+
+
+def test_trains_and_writes_the_run_folder(reference_run):
+    cfg, run, summary = reference_run
+    assert summary.stopped == "completed" and summary.global_step == 12 and summary.epochs_completed == 3
+    assert {"config.yaml", "metrics.csv", "last.pt", "best.pt", "summary.json"} <= {p.name for p in run.iterdir()}
+    assert not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp"))
+    rows = read_metrics(run / "metrics.csv")
+    val = [float(r["value"]) for r in rows if r["split"] == "val" and r["name"] == "loss"]
+    train = [float(r["value"]) for r in rows if r["split"] == "train" and r["name"] == "loss"]
+    assert len(val) == 3 and val[-1] < 0.5 * val[0]
+    assert train[-1] < train[0]
+    # an untrained model does much worse than the trained one on the validation set
+    task = ToyTask(cfg)
+    torch.manual_seed(0)
+    fresh = task.build_model().eval()
+    loader = torch.utils.data.DataLoader(task.val_dataset(), batch_size=32)
+    with torch.no_grad():
+        assert task.validate(fresh, loader)["loss"] > 2 * summary.best_value
+    assert summary.best_value == min(val)
+    assert load_config(run / "config.yaml") == cfg
+
+
+def test_checkpoints_load_with_weights_only_and_hold_everything(reference_run):
+    cfg, run, summary = reference_run
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    for key in ("model", "optimizer", "scheduler", "rng", "epoch", "step_in_epoch", "global_step", "best",
+                "config", "config_hash"):
+        assert key in ckpt
+    assert ckpt["global_step"] == 12 and ckpt["epoch"] == 3 and ckpt["step_in_epoch"] == 0
+    assert ckpt["config_hash"] == summary.config_hash
+    assert set(ckpt["rng"][0]) >= {"python", "numpy", "torch"}
+    model = ToyTask(cfg).build_model()
+    load_checkpoint(select_checkpoint(run, "best"), model=model)
+    best = load_checkpoint(run / "best.pt")
+    assert best["best"]["value"] == summary.best_value and best["global_step"] == summary.best_step
+    assert all(torch.equal(v, best["model"][k]) for k, v in model.state_dict().items())
+
+
+def test_same_seed_same_result_other_seed_differs(reference_run, tmp_path):
+    cfg, run, _ = reference_run
+    fit(ToyTask(cfg), cfg, tmp_path / "again", progress=False)
+    assert_same_state(weights(run / "last.pt"), weights(tmp_path / "again" / "last.pt"))
+    other = toy_cfg("train.seed=1", "train.epochs=1")
+    fit(ToyTask(other), other, tmp_path / "other", progress=False)
+    first = toy_cfg("train.epochs=1")
+    fit(ToyTask(first), first, tmp_path / "first", progress=False)
+    w1, w2 = weights(tmp_path / "first" / "last.pt"), weights(tmp_path / "other" / "last.pt")
+    assert any(not torch.equal(w1[k], w2[k]) for k in w1)
+
+
+def test_crash_mid_epoch_then_resume_is_bit_identical(reference_run, tmp_path):
+    cfg, ref, _ = reference_run
+    with pytest.raises(RuntimeError, match="injected crash"):
+        fit(FailingTask(cfg, fail_at=11), cfg, tmp_path, progress=False)  # step 11 = 3rd of epoch 3
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert (ckpt["global_step"], ckpt["epoch"], ckpt["step_in_epoch"]) == (9, 2, 1)  # mid-epoch checkpoint
+    # resume with DataLoader workers: the data pipeline is a function of (seed, epoch, index) only
+    resumed = toy_cfg("train.workers=2")
+    summary = fit(ToyTask(resumed), resumed, tmp_path, resume=True, progress=False)
+    assert summary.resumed_from_step == 9 and summary.global_step == 12
+    a, b = load_checkpoint(ref / "last.pt"), load_checkpoint(tmp_path / "last.pt")
+    assert_same_state(a["model"], b["model"])
+    assert_same_state(a["optimizer"]["state"], b["optimizer"]["state"])
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"]
+    assert a["best"]["value"] == b["best"]["value"]
+    steps = [int(r["step"]) for r in read_metrics(tmp_path / "metrics.csv") if r["name"] == "loss"
+             and r["split"] == "train"]
+    assert steps == sorted(steps) and len(steps) == len(set(steps))  # rows after the checkpoint were dropped
+
+
+def test_max_steps_and_max_time_stop_with_a_checkpoint_and_resume(reference_run, tmp_path):
+    cfg, ref, _ = reference_run
+    s1 = fit(ToyTask(cfg), toy_cfg("train.max_steps=6"), tmp_path, progress=False)
+    assert s1.stopped == "max_steps" and s1.global_step == 6
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert (ckpt["global_step"], ckpt["epoch"], ckpt["step_in_epoch"]) == (6, 1, 2)
+    s2 = fit(ToyTask(cfg), toy_cfg("train.max_time_min=1e-6"), tmp_path, resume=True, progress=False)
+    assert s2.stopped == "max_time" and s2.global_step == 7  # stops at the first step boundary
+    assert load_checkpoint(tmp_path / "last.pt")["global_step"] == 7
+    s3 = fit(ToyTask(cfg), cfg, tmp_path, resume=True, progress=False)
+    assert s3.stopped == "completed" and s3.global_step == 12
+    assert_same_state(weights(ref / "last.pt"), weights(tmp_path / "last.pt"))
+    s4 = fit(ToyTask(cfg), cfg, tmp_path, resume=True, progress=False)  # already done: a no-op
+    assert s4.global_step == 12 and s4.stopped == "completed"
+
+
+def test_existing_run_and_changed_config_are_refused(reference_run, tmp_path):
+    cfg, ref, _ = reference_run
+    with pytest.raises(InputError, match="already holds a checkpoint"):
+        fit(ToyTask(cfg), cfg, ref, progress=False)
+    fit(ToyTask(cfg), toy_cfg("train.max_steps=2"), tmp_path, progress=False)
+    changed = toy_cfg("optim.lr=0.01")
+    with pytest.raises(ConfigError, match=r"different config \(optim.lr\)"):
+        fit(ToyTask(changed), changed, tmp_path, resume=True, progress=False)
+
+
+def test_select_checkpoint_errors(tmp_path):
+    with pytest.raises(InputError, match="no 'best' checkpoint; the folder holds no .pt file"):
+        select_checkpoint(tmp_path, "best")
+    (tmp_path / "last.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="present: last.pt"):
+        select_checkpoint(tmp_path, "best")
+    assert select_checkpoint(tmp_path, "last") == tmp_path / "last.pt"
+    assert select_checkpoint(tmp_path, "last.pt") == tmp_path / "last.pt"
+    with pytest.raises(InputError, match="not a loadable checkpoint"):
+        load_checkpoint(tmp_path / "last.pt")
+    torch.save({"model": {"w": torch.zeros(3)}}, tmp_path / "other.pt")
+    with pytest.raises(InputError, match="do not fit the model"):
+        load_checkpoint(tmp_path / "other.pt", model=torch.nn.Linear(2, 2))
+
+
+def test_bf16_autocast_on_cpu_and_fp16_refused(tmp_path):
+    cfg = toy_cfg("train.amp=bf16", "train.epochs=1")
+    s = fit(ToyTask(cfg), cfg, tmp_path / "bf16", progress=False)
+    assert s.precision == "bf16" and s.best_value is not None and s.best_value < 10
+    bad = toy_cfg("train.amp=fp16")
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        fit(ToyTask(bad), bad, tmp_path / "fp16", progress=False)
+
+
+def test_batch_larger_than_dataset_is_a_config_error(tmp_path):
+    cfg = toy_cfg("train.batch_size=128")
+    with pytest.raises(ConfigError, match="fewer than one batch"):
+        fit(ToyTask(cfg), cfg, tmp_path, progress=False)
+
+
+def test_task_protocol_is_checked(tmp_path):
+    class NotATask:
+        def build_model(self):
+            return torch.nn.Linear(1, 1)
+
+    with pytest.raises(TypeError, match="missing train_dataset, val_dataset, training_step, validate"):
+        fit(NotATask(), toy_cfg(), tmp_path, progress=False)
