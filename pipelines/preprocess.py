@@ -123,9 +123,12 @@ def inputs_fingerprint(images_fp: str, records: PoseRecords, camera_path: Path, 
 
 # ------------------------------------------------------------------------------------------------ workers
 def _init_worker() -> None:
+    import signal
+
     import cv2
 
     cv2.setNumThreads(1)  # one process per core: no nested threading
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled once, by the parent (finished chunks kept)
 
 
 def _process_chunk(store: str, offset: int, first_row: int, images: list[str], masks: list[str | None],
@@ -381,9 +384,9 @@ def run(root: str | Path, out: str | Path | None = None, domains: tuple[str, ...
                          "lightbox/test.json or sunlamp/test.json)", root)
 
     # validate every label record and image header before writing anything
-    adapters = {d: SpeedplusAdapter(root, d, camera=camera, skip_bad=skip_bad) for d in {p[0] for p in pairs}}
-    all_records = [adapters[d].get_records(s) for d, s in tqdm(pairs, desc="validating", unit="split",
-                                                                disable=not progress, leave=False)]
+    adapters = {d: SpeedplusAdapter(root, d, camera=camera, skip_bad=skip_bad, progress=progress)
+                for d in {p[0] for p in pairs}}
+    all_records = [adapters[d].get_records(s) for d, s in pairs]
     return [process_split(rec, out, camera, camera_path, root, size, workers, skip_bad, force, progress)
             for rec in all_records]
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from speedpose.camera import Camera, load_camera
 from speedpose.data.base import DatasetAdapter, PoseRecords, Reject
@@ -108,10 +109,11 @@ class SpeedplusAdapter(DatasetAdapter):
         camera: the dataset's camera (default: ``root/camera.json``, validated).
         skip_bad: leave bad records out and list them (default: raise on the first one).
         check_images: check existence, JPEG markers and size of every image (and mask) from its header.
+        progress: show a tqdm bar while validating.
     """
 
     def __init__(self, root: str | Path, domain: str, camera: Camera | None = None, skip_bad: bool = False,
-                 check_images: bool = True):
+                 check_images: bool = True, progress: bool = False):
         if domain not in SPLITS:
             raise InputError(f"unknown domain {domain!r}; expected one of {', '.join(SPLITS)}")
         self.root = Path(root)
@@ -120,6 +122,7 @@ class SpeedplusAdapter(DatasetAdapter):
         self.camera = camera if camera is not None else load_camera(self.root / "camera.json")
         self.skip_bad = skip_bad
         self.check_images = check_images
+        self.progress = progress
         self._raw_cache: dict[str, list] = {}
 
     @property
@@ -161,7 +164,8 @@ class SpeedplusAdapter(DatasetAdapter):
         mask_dir = self.mask_dir
         names, q_rows, r_rows, lab, src, rejects = [], [], [], [], [], []
 
-        for i, rec in enumerate(raw):
+        for i, rec in enumerate(tqdm(raw, desc=f"validating {self.domain}/{split}", unit="rec", leave=False,
+                                     disable=not self.progress)):
             name_repr = rec.get("filename") if isinstance(rec, dict) else None
             name_repr = name_repr if isinstance(name_repr, str) else repr(name_repr)
             try:
