@@ -68,7 +68,7 @@ def surface_albedo(part: np.ndarray, p_body: np.ndarray) -> np.ndarray:
         line = (gx > CELL_PITCH_M[0] / 2 - CELL_GAP_M / 2) | (gy > CELL_PITCH_M[1] / 2 - CELL_GAP_M / 2)
         # a bright frame and a centre bar split the panel into two halves, as on Tango
         frame = (np.abs(x) > 0.350) | (np.abs(y) > 0.365) | (np.abs(x) < 0.008)
-        albedo[cells] = np.where(frame, 0.55, np.where(line, 0.30, albedo[cells]))
+        albedo[cells] = np.where(frame, 0.5, np.where(line, 0.2, albedo[cells]))
     body = part == _BODY
     if body.any():
         p = p_body[body]
