@@ -150,9 +150,12 @@ _WORKER: dict = {}
 
 
 def _init_worker(camera: Camera, root: str) -> None:
+    from speedpose.render.backgrounds import noise_bank
     from speedpose.render.distortion import distortion_warp
 
-    _WORKER["warp"] = distortion_warp(camera)  # inherited from the parent when forked: a dictionary lookup
+    # built once in the parent before forking, so workers inherit them: dictionary lookups here
+    _WORKER["warp"] = distortion_warp(camera)
+    noise_bank()
     _WORKER["root"] = Path(root)
 
 

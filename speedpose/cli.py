@@ -82,6 +82,29 @@ def preprocess(
     typer.echo(stage.format_summary(summaries))
 
 
+@app.command()
+def synth(
+    out: Path = typer.Option(..., "--out", help="Output folder: new, empty, or an interrupted run to resume."),
+    train: int = typer.Option(60, "--train", help="Synthetic training images."),
+    val: int = typer.Option(20, "--val", help="Synthetic validation images."),
+    lightbox: int = typer.Option(20, "--lightbox", help="Lightbox-style test images."),
+    sunlamp: int = typer.Option(20, "--sunlamp", help="Sunlamp-style test images."),
+    seed: int = typer.Option(0, "--seed", help="Dataset seed (same seed and options: the same bytes)."),
+    poses_train: Optional[Path] = typer.Option(None, "--poses-train", help="Render train at these labels."),
+    poses_val: Optional[Path] = typer.Option(None, "--poses-val", help="Render validation at these labels."),
+    poses_lightbox: Optional[Path] = typer.Option(None, "--poses-lightbox", help="Render lightbox at these labels."),
+    poses_sunlamp: Optional[Path] = typer.Option(None, "--poses-sunlamp", help="Render sunlamp at these labels."),
+    workers: int = typer.Option(0, "--workers", help="Processes (0 = all cores)."),
+) -> None:
+    """Render a small SPEED+-format stand-in dataset (images, masks, labels, camera.json)."""
+    from pipelines import synth as stage
+
+    poses = {k: v for k, v in (("train", poses_train), ("validation", poses_val), ("lightbox", poses_lightbox),
+                               ("sunlamp", poses_sunlamp)) if v is not None}
+    summary = stage.run(out, train, val, lightbox, sunlamp, seed=seed, workers=workers, poses=poses or None)
+    typer.echo(stage.format_summary(summary))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
