@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -193,3 +194,59 @@ def test_task_protocol_is_checked(tmp_path):
 
     with pytest.raises(TypeError, match="missing train_dataset, val_dataset, training_step, validate"):
         fit(NotATask(), toy_cfg(), tmp_path, progress=False)
+
+
+class SigtermTask(ToyTask):
+    """Sends SIGTERM to its own process during step 3, as a cluster scheduler would."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.calls = 0
+
+    def training_step(self, model, batch):
+        self.calls += 1
+        if self.calls == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().training_step(model, batch)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM"), reason="needs POSIX signals")
+def test_sigterm_stops_at_the_step_boundary_with_a_checkpoint(tmp_path):
+    cfg = toy_cfg()
+    before = signal.getsignal(signal.SIGTERM)
+    s = fit(SigtermTask(cfg), cfg, tmp_path, progress=False)
+    assert s.stopped == "signal" and s.global_step == 3
+    assert load_checkpoint(tmp_path / "last.pt")["global_step"] == 3
+    assert signal.getsignal(signal.SIGTERM) is before  # the previous handler is back
+    assert fit(ToyTask(cfg), cfg, tmp_path, resume=True, progress=False).global_step == 12
+
+
+class NoValTask(ToyTask):
+    def val_dataset(self):
+        return None
+
+
+def test_without_validation_there_is_no_best(tmp_path):
+    cfg = toy_cfg("train.epochs=1")
+    s = fit(NoValTask(cfg), cfg, tmp_path, progress=False)
+    assert s.best_value is None and (tmp_path / "last.pt").exists() and not (tmp_path / "best.pt").exists()
+
+
+class GroupedTask(ToyTask):
+    def param_groups(self, model):
+        return [{"params": model[0].parameters(), "lr_scale": 0.1}, {"params": model[3].parameters()}]
+
+
+def test_logged_lr_follows_schedule_and_param_groups(tmp_path):
+    from speedpose.training import lr_factor
+
+    cfg = toy_cfg("schedule.name=cosine", "schedule.warmup_steps=3", "train.log_every_steps=1")
+    fit(GroupedTask(cfg), cfg, tmp_path, progress=False)
+    rows = [r for r in read_metrics(tmp_path / "metrics.csv") if r["name"] == "lr"]
+    assert [int(r["step"]) for r in rows] == list(range(1, 13))
+    for r in rows:  # the lr used by step s (1-based) is base * factor(s - 1); group 0 is the encoder (x0.1)
+        expected = 0.1 * 0.05 * lr_factor(int(r["step"]) - 1, cfg.schedule, 4, 12)
+        assert float(r["value"]) == pytest.approx(expected, rel=1e-9)
+    opt = load_checkpoint(tmp_path / "last.pt")["optimizer"]
+    assert opt["param_groups"][0]["initial_lr"] == pytest.approx(0.005)
+    assert opt["param_groups"][1]["initial_lr"] == pytest.approx(0.05)

@@ -106,8 +106,8 @@ def move_to_device(batch: Any, device: torch.device, non_blocking: bool = False)
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=non_blocking)
     if isinstance(batch, Mapping):
-        return type(batch)({k: move_to_device(v, device, non_blocking) for k, v in batch.items()}) \
-            if type(batch) is not dict else {k: move_to_device(v, device, non_blocking) for k, v in batch.items()}
+        moved = {k: move_to_device(v, device, non_blocking) for k, v in batch.items()}
+        return moved if type(batch) is dict else type(batch)(moved)
     if isinstance(batch, tuple) and hasattr(batch, "_fields"):
         return type(batch)(*(move_to_device(v, device, non_blocking) for v in batch))
     if isinstance(batch, (list, tuple)):
@@ -282,9 +282,12 @@ class _Trainer:
         reason = None
         if self.tcfg.max_steps is not None and self.global_step >= self.tcfg.max_steps:
             reason = "max_steps"
+        if self.ctx.distributed and self.global_step % self.tcfg.log_every_steps:
+            # under DDP the time/signal check is a collective (a device sync): only at logging steps
+            return reason
         over_time = self.tcfg.max_time_min is not None and time.monotonic() - t0 > 60.0 * self.tcfg.max_time_min
         local = self._signal or over_time
-        if any_rank(local, self.ctx):  # a collective under DDP, so that every rank stops at the same step
+        if any_rank(local, self.ctx):  # every rank stops at the same step
             reason = reason or ("signal" if self._signal else "max_time")
         return reason
 
@@ -442,7 +445,8 @@ def fit(task: Any, cfg: ExperimentConfig, run_dir: str | Path, resume: bool = Fa
         A :class:`FitSummary` (also written to ``run_dir/summary.json``).
 
     Launch under ``torchrun --nproc_per_node N`` for DistributedDataParallel: ``train.batch_size`` stays the
-    global batch; rank 0 validates, logs and checkpoints.  SIGTERM stops at the next step with a checkpoint.
+    global batch; rank 0 validates, logs and checkpoints.  SIGTERM and max_time stop at the next step boundary
+    (under DDP: the next logging step, where ranks agree) with a checkpoint.
     """
     t0 = time.monotonic()
     check_task(task)
