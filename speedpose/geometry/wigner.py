@@ -13,7 +13,8 @@ harmonics, and ``D^1(R) = P R P^T`` with P e3nn's l=1 axis order ((x, y, z) in e
 
 ``R`` here is any rotation matrix acting on column vectors of the frame in question (for the I2S head: the frame of
 the camera that sees the image).  Computation goes through the Lie algebra: ``D^l(exp(w^)) = expm(sum_i w_i X^l_i)``
-with e3nn's generators ``X^l_i`` (one matrix exponential per degree, smooth everywhere, differentiable).
+with e3nn's generators ``X^l_i``; :func:`wigner_D_blocks` evaluates the same matrices faster from ZYZ Euler angles
+(e3nn's YXY) with the closed form ``expm(t X) = sum_m cos(m t) E_m + sin(m t) F_m``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import torch
 from e3nn import o3
 
 from speedpose.errors import ShapeError
-from speedpose.geometry.rotations import matrix_to_axis_angle
 
 __all__ = [
     "n_s2_coeffs",
@@ -33,6 +33,8 @@ __all__ = [
     "so3_degree_slices",
     "so3_generators",
     "wigner_D_blocks",
+    "wigner_D_blocks_euler_yxy",
+    "matrix_to_euler_zyz",
     "wigner_features",
     "wigner_features_axis_angle",
     "s2_harmonics",
@@ -91,8 +93,117 @@ def _check_rot(R: torch.Tensor) -> None:
         raise ShapeError(f"R: expected a torch tensor of shape (..., 3, 3), got {shape}")
 
 
+def matrix_to_euler_zyz(R: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ZYZ Euler angles (phi, theta, psi) with ``R = Rz(phi) Ry(theta) Rz(psi)``, theta in [0, pi]; radians.
+
+    Uses the sum and difference angles (phi + psi from the upper-left block's rotation part, phi - psi from its
+    reflection part), which stay accurate at theta = 0 and theta = pi where phi and psi alone are undefined.
+
+    Args:
+        R: (..., 3, 3) rotation matrices.
+    Returns:
+        three (...) tensors.
+    """
+    _check_rot(R)
+    r = lambda i, j: R[..., i, j]  # noqa: E731
+    theta = torch.atan2(torch.sqrt(r(2, 0) ** 2 + r(2, 1) ** 2), r(2, 2))
+    s = torch.atan2(r(1, 0) - r(0, 1), r(0, 0) + r(1, 1))  # phi + psi
+    d = torch.atan2(-(r(1, 0) + r(0, 1)), -(r(0, 0) - r(1, 1)))  # phi - psi
+    phi, psi = (s + d) / 2, (s - d) / 2
+    # (s, d) fix (phi, psi) up to adding pi to both, which flips the sign of theta: pick the branch with theta >= 0
+    flip = (torch.cos(phi) * r(0, 2) + torch.sin(phi) * r(1, 2)) < 0
+    phi = torch.where(flip, phi + math.pi, phi)
+    psi = torch.where(flip, psi + math.pi, psi)
+    return phi, theta, psi
+
+
+@lru_cache(maxsize=None)
+def _axis_expansion_f64(l: int, axis: int) -> torch.Tensor:
+    """(2, l+1, d, d) with ``expm(t X_axis) = sum_m cos(m t) E[0, m] + sin(m t) E[1, m]`` (eigen-expansion)."""
+    X = _generators_f64(l)[axis]
+    lam, V = torch.linalg.eigh(1j * X.to(torch.complex128))  # i X v = lam v  ->  X v = -i lam v, lam = -m
+    m = (-lam.real).round().to(torch.int64)
+    E = torch.zeros(2, l + 1, 2 * l + 1, 2 * l + 1, dtype=torch.float64)
+    for k in range(2 * l + 1):
+        P = V[:, k:k + 1] @ V[:, k:k + 1].conj().T  # projector of eigenvalue exp(i m t)
+        mk = int(m[k])
+        # exp(i m t) P + exp(-i m t) conj(P) = 2 (cos(m t) Re P - sin(m t) Im P); m = 0 counted once
+        if mk == 0:
+            E[0, 0] += P.real
+        elif mk > 0:
+            E[0, mk] += 2 * P.real
+            E[1, mk] -= 2 * P.imag
+    return E
+
+
+def _axis_blocks(t: torch.Tensor, l: int, axis: int) -> torch.Tensor:
+    E = _axis_expansion_f64(l, axis).to(dtype=t.dtype, device=t.device)
+    m = torch.arange(l + 1, dtype=t.dtype, device=t.device)
+    mt = t[..., None] * m
+    return torch.einsum("...m,mij->...ij", torch.cos(mt), E[0]) + torch.einsum("...m,mij->...ij", torch.sin(mt), E[1])
+
+
+@lru_cache(maxsize=None)
+def _sparse_y_f64(l: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For the y axis, e3nn's real basis pairs m with -m: ``D(Ry(t))`` is nonzero only on the diagonal and the
+    anti-diagonal.  Returns (diag (2, l+1, d), anti (2, l+1, d), sigma (d,)) with
+    ``D(Ry(t))[i, i] = sum_m cos(m t) diag[0, m, i] + sin(m t) diag[1, m, i]`` and likewise ``anti`` for
+    ``D(Ry(t))[i, sigma(i)]``, sigma(i) = 2l - i."""
+    E = _axis_expansion_f64(l, 1)
+    d = 2 * l + 1
+    i = torch.arange(d)
+    sigma = d - 1 - i
+    mask = torch.zeros(d, d, dtype=torch.bool)
+    mask[i, i] = True
+    mask[i, sigma] = True
+    if (E.abs() * (~mask)).max() > 1e-12:  # pragma: no cover - a change of e3nn's basis
+        raise RuntimeError("e3nn's real basis no longer pairs m with -m for rotations about y")
+    anti = E[:, :, i, sigma].clone()
+    anti[:, :, l] = 0.0  # the centre is on both diagonals: count it once
+    return E[:, :, i, i].contiguous(), anti, sigma
+
+
+def _y_factors(t: torch.Tensor, l: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    diag, anti, sigma = (x.to(device=t.device) for x in _sparse_y_f64(l))
+    m = torch.arange(l + 1, dtype=t.dtype, device=t.device)
+    cos, sin = torch.cos(t[..., None] * m), torch.sin(t[..., None] * m)
+    diag, anti = diag.to(t.dtype), anti.to(t.dtype)
+    return cos @ diag[0] + sin @ diag[1], cos @ anti[0] + sin @ anti[1], sigma
+
+
+def wigner_D_blocks_euler_yxy(alpha: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor,
+                              lmax: int) -> list[torch.Tensor]:
+    """Wigner-D blocks of ``Ry(alpha) Rx(beta) Ry(gamma)`` (e3nn's Euler convention): (...) radians ->
+    list of (..., 2l+1, 2l+1).  The y factors are sparse (applied element-wise), the x factor dense."""
+    out = []
+    for l in range(lmax + 1):
+        if l == 0:
+            out.append(torch.ones(alpha.shape + (1, 1), dtype=alpha.dtype, device=alpha.device))
+            continue
+        M = _axis_blocks(beta, l, 0)  # D(Rx(beta))
+        da, oa, sigma = _y_factors(alpha, l)
+        M = da[..., :, None] * M + oa[..., :, None] * M[..., sigma, :]  # D(Ry(alpha)) @ M
+        dc, oc, _ = _y_factors(gamma, l)
+        M = M * dc[..., None, :] + M[..., :, sigma] * oc[..., None, sigma]  # M @ D(Ry(gamma))
+        out.append(M)
+    return out
+
+
+_Q_ZYZ_TO_YXY = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])  # Q Rz Q^T = Ry, Q Ry Q^T = Rx
+
+
+def matrix_to_euler_yxy(R: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """e3nn Euler angles (alpha, beta, gamma), ``R = Ry(alpha) Rx(beta) Ry(gamma)``, beta in [0, pi]; radians."""
+    _check_rot(R)
+    Q = _Q_ZYZ_TO_YXY.to(dtype=R.dtype, device=R.device)
+    return matrix_to_euler_zyz(Q.T @ R @ Q)
+
+
 def wigner_D_blocks(R: torch.Tensor, lmax: int) -> list[torch.Tensor]:
     """Real Wigner-D matrices D^l(R) for l = 0..lmax.
+
+    Computed from e3nn's YXY Euler angles as ``D(Ry) D(Rx) D(Ry)``, each factor a closed-form sum of cos/sin of
+    m * angle (no matrix exponentials); the y factors are sparse.
 
     Args:
         R: (..., 3, 3) rotation matrices (float32 or float64; computed in at least float32, autocast disabled).
@@ -103,8 +214,7 @@ def wigner_D_blocks(R: torch.Tensor, lmax: int) -> list[torch.Tensor]:
     _check_rot(R)
     dtype = R.dtype if R.dtype in (torch.float32, torch.float64) else torch.float32
     with torch.autocast(R.device.type, enabled=False):
-        w = matrix_to_axis_angle(R.to(dtype))  # (..., 3) radians
-        return _blocks_from_axis_angle(w, lmax)
+        return wigner_D_blocks_euler_yxy(*matrix_to_euler_yxy(R.to(dtype)), lmax)
 
 
 def _blocks_from_axis_angle(w: torch.Tensor, lmax: int) -> list[torch.Tensor]:
