@@ -250,3 +250,38 @@ def test_logged_lr_follows_schedule_and_param_groups(tmp_path):
     opt = load_checkpoint(tmp_path / "last.pt")["optimizer"]
     assert opt["param_groups"][0]["initial_lr"] == pytest.approx(0.005)
     assert opt["param_groups"][1]["initial_lr"] == pytest.approx(0.05)
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    from speedpose.training import checkpoint as ckpt_mod
+
+    path = tmp_path / "last.pt"
+    ckpt_mod.save_checkpoint(path, {"model": {"w": torch.ones(3)}, "global_step": 1})
+    real_save = torch.save
+
+    def dying_save(obj, f, *a, **k):
+        Path(f).write_bytes(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt_mod.torch, "save", dying_save)
+    with pytest.raises(OSError, match="disk full"):
+        ckpt_mod.save_checkpoint(path, {"model": {"w": torch.zeros(3)}, "global_step": 2})
+    monkeypatch.setattr(ckpt_mod.torch, "save", real_save)
+    assert load_checkpoint(path)["global_step"] == 1  # the previous checkpoint survived intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # and no temporary file is left
+
+
+def test_best_mode_max_keeps_the_highest_score(tmp_path):
+    class FirstIsBest(ToyTask):
+        best_metric, best_mode = "score", "max"
+        n_val = 0
+
+        def validate(self, model, loader):
+            out = super().validate(model, loader)
+            FirstIsBest.n_val += 1
+            return {**out, "score": 100.0 if FirstIsBest.n_val == 1 else -out["loss"]}
+
+    cfg = toy_cfg()
+    s = fit(FirstIsBest(cfg), cfg, tmp_path, progress=False)
+    assert s.best_metric == "score" and s.best_value == 100.0 and s.best_step == 4
+    assert load_checkpoint(tmp_path / "best.pt")["global_step"] == 4
