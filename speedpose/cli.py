@@ -105,6 +105,31 @@ def synth(
     typer.echo(stage.format_summary(summary))
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def train(
+    ctx: typer.Context,
+    root: Optional[Path] = typer.Option(None, "--root", help="SPEED+ root (preprocessed with `speedpose preprocess`)."),
+    config: Optional[str] = typer.Option(None, "--config", help="Experiment YAML, or a shipped config name "
+                                         "(smoke, standin_cpu, speedplus, speedplus_fullimage)."),
+    split: Optional[float] = typer.Option(None, "--split", help="Fraction of synthetic/train used for training "
+                                          "(seeded subset; 1.0 = all)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Number of epochs."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda | auto."),
+    out: Path = typer.Option(Path("runs"), "--out", help="Folder of the run folders."),
+    name: Optional[str] = typer.Option(None, "--name", help="Run name (default: the config's name)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue <out>/<name> exactly where it stopped."),
+    max_time: Optional[float] = typer.Option(None, "--max-time", help="Stop (with a checkpoint) after this many "
+                                             "minutes: a budget for fair comparisons."),
+    dataset: str = typer.Option("speedplus", "--dataset", help="speedplus (more adapters register their own)."),
+) -> None:
+    """Train a pose model. Extra arguments are dotted config overrides, e.g. train.batch_size=32 optim.lr=1e-4."""
+    from pipelines import train as stage
+
+    summary = stage.run(root, config, ctx.args, dataset, split, epochs, device, out, name, resume, max_time)
+    typer.echo(f"{summary.stopped}: {summary.global_step} steps, {summary.epochs_completed} epochs, best "
+               f"{summary.best_metric} = {summary.best_value} -> {summary.run_dir}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)

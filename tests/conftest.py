@@ -37,3 +37,24 @@ def released_poses(shared_dir: Path) -> Path:
     if not (root / "lightbox_test.json").is_file():
         pytest.skip(f"released SPEED+ pose labels absent ({root})")
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_standin(tmp_path_factory) -> Path:
+    """A tiny stand-in SPEED+ dataset (speedpose synth: 8 train, 4 validation, 3 lightbox, 3 sunlamp), rendered once
+    per test session."""
+    from pipelines import synth
+
+    root = tmp_path_factory.mktemp("standin") / "speedplus"
+    synth.run(root, train=8, val=4, lightbox=3, sunlamp=3, seed=0, workers=1, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared(tiny_standin: Path, tmp_path_factory) -> tuple[Path, Path]:
+    """(root, preprocessed folder) of :func:`tiny_standin`, preprocessed at 384x256."""
+    from pipelines import preprocess
+
+    prep = tmp_path_factory.mktemp("prep")
+    preprocess.run(tiny_standin, out=prep, size=(384, 256), workers=1, progress=False)
+    return tiny_standin, prep

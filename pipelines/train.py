@@ -1,0 +1,81 @@
+"""Stage `train`: train a registered experiment (SPEED+ by default) into a run folder.
+
+Run folders: ``<out>/<name>`` (default ``runs/<config stem>``); a fresh run never overwrites an existing one
+(``-2``, ``-3``, ... are appended, as ultralytics does); ``--resume`` continues ``<out>/<name>`` exactly where it
+stopped.  Under ``torchrun --nproc-per-node N -m speedpose train ...`` the engine runs DistributedDataParallel.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+from speedpose.config import load_config
+from speedpose.config.registry import get_experiment
+from speedpose.errors import ConfigError, InputError
+from speedpose.training import fit
+
+#: shipped configs (the repository's configs/ folder)
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+DATASET_CONFIGS = {"speedplus": "standin_cpu.yaml", "modelnet10": "modelnet10.yaml", "pascal3d": "pascal3d.yaml"}
+
+
+def resolve_config(config: str | Path | None, dataset: str) -> Path:
+    """A config path: the given file, a shipped config by name (``smoke``, ``speedplus``...), or the dataset's default."""
+    if config is None:
+        if dataset not in DATASET_CONFIGS:
+            raise InputError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASET_CONFIGS)}")
+        config = CONFIG_DIR / DATASET_CONFIGS[dataset]
+    path = Path(config)
+    if not path.is_file() and (CONFIG_DIR / f"{config}.yaml").is_file():
+        path = CONFIG_DIR / f"{config}.yaml"
+    if not path.is_file():
+        shipped = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+        raise InputError(f"config not found (shipped configs: {', '.join(shipped)})", path)
+    return path
+
+
+def run_folder(out: Path, name: str, resume: bool) -> Path:
+    """``out/name`` for a resume; otherwise the first of ``out/name``, ``out/name-2``, ... without a checkpoint."""
+    base = Path(out) / name
+    if resume:
+        if not (base / "last.pt").is_file():
+            raise InputError(f"nothing to resume: {base / 'last.pt'} does not exist")
+        return base
+    if os.environ.get("RANK") not in (None, "0") or os.environ.get("LOCAL_RANK") not in (None, "0"):
+        return base  # DDP: every rank must agree on the folder; rank 0 picks it before any checkpoint exists
+    k = 1
+    cand = base
+    while (cand / "last.pt").exists() or (cand / "summary.json").exists():
+        k += 1
+        cand = Path(out) / f"{name}-{k}"
+    return cand
+
+
+def run(root: Path | None, config: str | Path | None = None, overrides: Sequence[str] = (), dataset: str = "speedplus",
+        split: float | None = None, epochs: int | None = None, device: str | None = None, out: Path = Path("runs"),
+        name: str | None = None, resume: bool = False, max_time_min: float | None = None,
+        progress: bool | None = None):
+    """Train; returns the engine's :class:`~speedpose.training.FitSummary`."""
+    cfg_path = resolve_config(config, dataset)
+    extra = list(overrides)
+    if root is not None:
+        extra.append(f"data.root={Path(root).resolve()}")
+    if split is not None:
+        extra.append(f"data.split={split}")
+    if epochs is not None:
+        extra.append(f"train.epochs={epochs}")
+    if device is not None:
+        extra.append(f"train.device={device}")
+    if max_time_min is not None:
+        extra.append(f"train.max_time_min={max_time_min}")
+    cfg = load_config(cfg_path, extra)
+    if dataset != "speedplus" and cfg.task == "speedplus":
+        raise ConfigError(f"{cfg_path}: a speedplus config was given for --dataset {dataset}")
+    entry = get_experiment(cfg.task)
+    if entry.task_factory is None:
+        raise ConfigError(f"{cfg_path}: experiment {cfg.task!r} cannot be trained (no task)")
+    run_dir = run_folder(out, name or cfg_path.stem, resume)
+    return fit(entry.task_factory(cfg), cfg, run_dir, resume=resume, progress=progress)

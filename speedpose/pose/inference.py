@@ -1,0 +1,110 @@
+"""Inference of the SPEED+ pose pipeline on a preprocessed split: box -> crop -> rotation and translation.
+
+The localiser runs on a batch of downscaled frames; each predicted box defines a virtual camera whose crop is warped
+from the cheapest source image with enough resolution (:func:`speedpose.pose.crops.crop_source`); the crop network
+predicts the rotation distribution (its mode found coarse-to-fine) and the encoded translation, both mapped back
+to the real camera.  Used by validation during training, ``evaluate``, ``submit`` and ``predict``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from speedpose.data.image_store import resize_gray
+from speedpose.geometry.rotations import matrix_to_quat_wxyz
+from speedpose.pose.config import SpeedplusExperiment
+from speedpose.pose.crops import crop_camera, crop_source, decode_translation
+from speedpose.pose.dataset import T_NORM_OFFSET, T_NORM_SCALE, crop_spec
+from speedpose.pose.localiser import boxes_to_full, decode_boxes
+from speedpose.pose.model import PoseModel, normalise_u8
+from speedpose.pose.orientation import rotation_mode
+
+
+@dataclass
+class PosePredictions:
+    """Predictions for records ``indices`` of a split.
+
+    Attributes:
+        indices: (N,) record indices.
+        q_wxyz: (N, 4) scalar-first quaternions (w >= 0), real camera frame.
+        r_cam_m: (N, 3) translations [m].
+        confidence: (N,) probability mass of the rotation distribution near its mode.
+        box_xyxy: (N, 4) predicted keypoint box [full-resolution px] (NaN for the fullimage model).
+        loc_score: (N,) localiser peak score (NaN for the fullimage model).
+        coeffs: (N, n_coeffs) Fourier coefficients in the crop's frame, when asked for (plots).
+        R_cam_virt: (N, 3, 3) the crops' virtual-camera rotations (identity for fullimage).
+    """
+
+    indices: np.ndarray
+    q_wxyz: np.ndarray
+    r_cam_m: np.ndarray
+    confidence: np.ndarray
+    box_xyxy: np.ndarray
+    loc_score: np.ndarray
+    R_cam_virt: np.ndarray
+    coeffs: np.ndarray | None = field(default=None, repr=False)
+
+
+@torch.no_grad()
+def predict_split(model: PoseModel, split, indices, cfg: SpeedplusExperiment, device: torch.device | str = "cpu",
+                  batch_size: int = 16, keep_coeffs: bool = False, progress: bool = False) -> PosePredictions:
+    """Predict poses for ``indices`` of a :class:`~speedpose.data.loader.PreprocessedSplit` (labels unused)."""
+    model.eval()
+    device = torch.device(device)
+    indices = np.asarray(indices, dtype=np.int64)
+    spec = crop_spec(cfg)
+    cam = split.camera
+    loc_size = tuple(cfg.data.loc_size)
+    out: dict[str, list] = {k: [] for k in ("q", "r", "conf", "box", "score", "Rvc", "coeffs")}
+    bar = tqdm(total=len(indices), desc=f"predict {split.domain}", unit="img", disable=not progress)
+    for start in range(0, len(indices), batch_size):
+        chunk = indices[start:start + batch_size]
+        if model.kind == "crop":
+            loc = np.stack([resize_gray(split.image(int(i)), loc_size) for i in chunk])[:, None]
+            loc_out = model.localiser(normalise_u8(torch.from_numpy(loc).to(device), 1))
+            boxes, _, score = decode_boxes(loc_out, model.localiser.stride)
+            boxes = boxes_to_full(boxes.cpu().numpy().astype(np.float64), loc_size, (cam.width, cam.height))
+            vcs, crops = [], []
+            for i, box in zip(chunk, boxes):
+                vc = crop_camera(cam, box, spec)
+                src, src_cam = crop_source(split, int(i), vc)
+                vcs.append(vc)
+                crops.append(vc.warp(src, src_cam))
+            net_out = model.net(torch.from_numpy(np.stack(crops)[:, None]).to(device))
+            R_virt, conf = rotation_mode(model.net.head, net_out["coeffs"], cfg.model.i2s.infer_level)
+            R_virt = R_virt.double().cpu().numpy()
+            t = net_out["t"].double().cpu().numpy()
+            Rvc = np.stack([vc.R_cam_virt for vc in vcs])
+            out["R"] = out.get("R", []) + [Rvc @ R_virt]
+            out["r"].append(np.stack([decode_translation(vc, tk, spec) for vc, tk in zip(vcs, t)]))
+            out["box"].append(boxes)
+            out["score"].append(score.cpu().numpy())
+            out["Rvc"].append(Rvc)
+        else:
+            s = cfg.data.fullimage_size
+            imgs = np.stack([resize_gray(split.image(int(i)), (s, s)) for i in chunk])[:, None]
+            net_out = model.net(torch.from_numpy(imgs).to(device))
+            R, conf = rotation_mode(model.net.head, net_out["coeffs"], cfg.model.i2s.infer_level)
+            out["R"] = out.get("R", []) + [R.double().cpu().numpy()]
+            out["r"].append(net_out["t"].double().cpu().numpy() * T_NORM_SCALE + T_NORM_OFFSET)
+            out["box"].append(np.full((len(chunk), 4), np.nan))
+            out["score"].append(np.full(len(chunk), np.nan))
+            out["Rvc"].append(np.repeat(np.eye(3)[None], len(chunk), axis=0))
+        out["conf"].append(conf.float().cpu().numpy())
+        if keep_coeffs:
+            out["coeffs"].append(net_out["coeffs"].float().cpu().numpy())
+        bar.update(len(chunk))
+    bar.close()
+    if len(indices) == 0:
+        z = np.zeros((0,))
+        return PosePredictions(indices, np.zeros((0, 4)), np.zeros((0, 3)), z, np.zeros((0, 4)), z,
+                               np.zeros((0, 3, 3)))
+    return PosePredictions(
+        indices=indices, q_wxyz=matrix_to_quat_wxyz(np.concatenate(out["R"])), r_cam_m=np.concatenate(out["r"]),
+        confidence=np.concatenate(out["conf"]), box_xyxy=np.concatenate(out["box"]),
+        loc_score=np.concatenate(out["score"]), R_cam_virt=np.concatenate(out["Rvc"]),
+        coeffs=np.concatenate(out["coeffs"]) if keep_coeffs else None)

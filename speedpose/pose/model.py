@@ -1,0 +1,88 @@
+"""The SPEED+ pose networks.
+
+* ``kind: crop`` (the pipeline): :class:`~speedpose.pose.localiser.Localiser` on the downscaled full frame, and a
+  crop network (ResNet encoder shared by an :class:`~speedpose.models.i2s.head.I2SHead` for the rotation in the
+  virtual camera and a translation head for ``(du, dv, log(z / z0))``, :mod:`speedpose.pose.crops`).
+* ``kind: fullimage`` (the seed's baseline): the whole frame resized to a square, I2S for the rotation in the real
+  camera and an MLP on pooled features for the normalised translation.
+
+Inputs are uint8 images; the networks normalise them.  One call of :meth:`PoseModel.forward` runs each network
+once.  No file I/O.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from speedpose.models.encoders import build_encoder
+from speedpose.models.i2s.head import I2SConfig, I2SHead
+from speedpose.pose.config import SpeedplusExperiment
+from speedpose.pose.localiser import Localiser
+
+#: grey-level normalisation (ImageNet's mean/std averaged over RGB)
+GRAY_MEAN, GRAY_STD = 0.449, 0.226
+
+
+def normalise_u8(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """(B, 1, H, W) uint8 -> (B, channels, H, W) float, zero-mean/unit-std-ish."""
+    x = (x.float() / 255.0 - GRAY_MEAN) / GRAY_STD
+    return x.expand(-1, channels, -1, -1) if channels != 1 else x
+
+
+class CropNet(nn.Module):
+    """Shared encoder + I2S rotation head + translation head on square crops.
+
+    Input: (B, 1, S, S) uint8. Output: ``coeffs`` (B, n_coeffs) and ``t`` (B, 3).
+    The translation head sees the spatial feature map (flattened after a 1x1 reduction), not only pooled
+    features, since the target offset is a position in the crop.
+    """
+
+    def __init__(self, cfg: SpeedplusExperiment, input_size: int):
+        super().__init__()
+        m = cfg.model
+        self.encoder, c = build_encoder(m.encoder, m.pretrained)
+        fmap = max(1, -(-input_size // 32))
+        i2s = m.i2s
+        self.head = I2SHead(c, I2SConfig(lmax=i2s.lmax, sphere_channels=i2s.sphere_channels,
+                                         hidden_channels=i2s.hidden_channels, fmap_hw=(fmap, fmap),
+                                         proj_level=i2s.proj_level, proj_sigma=i2s.proj_sigma,
+                                         train_grid_level=i2s.train_grid_level))
+        self.reduce = nn.Sequential(nn.Conv2d(c, 32, 1), nn.ReLU(inplace=True))
+        self.trans = nn.Sequential(nn.Flatten(), nn.Linear(32 * fmap * fmap + c, m.translation_hidden),
+                                   nn.ReLU(inplace=True), nn.Linear(m.translation_hidden, 3))
+
+    def forward(self, crops_u8: torch.Tensor) -> dict[str, torch.Tensor]:
+        f = self.encoder(normalise_u8(crops_u8, 3))
+        pooled = f.mean(dim=(2, 3))
+        t = self.trans[1:](torch.cat([self.reduce(f).flatten(1), pooled], dim=1))
+        return {"coeffs": self.head(f), "t": t}
+
+
+class PoseModel(nn.Module):
+    """Localiser + crop network (``kind: crop``) or the whole-image baseline (``kind: fullimage``)."""
+
+    def __init__(self, cfg: SpeedplusExperiment):
+        super().__init__()
+        self.kind = cfg.model.kind
+        if self.kind == "crop":
+            self.localiser = Localiser(cfg.model.localiser.width, cfg.model.localiser.stride)
+            self.net = CropNet(cfg, cfg.data.crop_size)
+        else:
+            self.localiser = None
+            self.net = CropNet(cfg, cfg.data.fullimage_size)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Training forward: every network once. Keys: ``coeffs``, ``t`` (+ ``heatmap_logits``, ``box_reg``)."""
+        if self.kind == "crop":
+            out = self.net(batch["crop"])
+            out.update(self.localiser(normalise_u8(batch["loc_image"], 1)))
+            return out
+        return self.net(batch["image"])
+
+
+def rotation_loss(model: PoseModel, coeffs: torch.Tensor, R_target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the true rotation's cell on the head's training grid (the I2S loss)."""
+    head = model.net.head
+    return F.cross_entropy(head.grid.logits(coeffs), head.grid.nearest(R_target))

@@ -1,0 +1,127 @@
+"""The SPEED+ training task for :func:`speedpose.training.fit` (``task: speedplus``)."""
+
+from __future__ import annotations
+
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from speedpose.data.loader import open_split
+from speedpose.errors import InputError
+from speedpose.pose.config import SpeedplusExperiment
+from speedpose.pose.dataset import PoseSamples
+from speedpose.pose.inference import predict_split
+from speedpose.pose.localiser import localisation_loss, make_targets
+from speedpose.pose.model import PoseModel, rotation_loss
+from speedpose.scoring import accuracy_at_deg, per_image_scores
+
+
+def train_subset(n: int, fraction: float, seed: int) -> np.ndarray:
+    """The seeded random subset of ``round(fraction * n)`` training records (sorted), at least one."""
+    if fraction >= 1.0:
+        return np.arange(n)
+    k = max(1, int(round(fraction * n)))
+    return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of (N, 4) boxes (x0, y0, x1, y1). -> (N,)"""
+    ix = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
+    inter = ix * iy
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    return inter / np.maximum(area(a) + area(b) - inter, 1e-9)
+
+
+class _IndexOnly(Dataset):
+    """Validation batches carry only record indices: inference crops from predicted boxes itself."""
+
+    def __init__(self, indices: np.ndarray):
+        self.indices = indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> dict:
+        return {"index": torch.tensor(int(self.indices[k]))}
+
+
+class SpeedplusTask:
+    """Trains :class:`PoseModel` on stand-in or real SPEED+ (synthetic/train; validation on synthetic/validation).
+
+    Validation runs the whole inference chain (localiser -> crop from the PREDICTED box -> mode search) and reports
+    the SPEED+ score without thresholds (as on synthetic), E_T, E_R, Acc@k and the localisation IoU.
+    """
+
+    best_metric = "score"
+    best_mode = "min"
+
+    def __init__(self, cfg: SpeedplusExperiment):
+        if not cfg.data.root and not cfg.data.prep_dir:
+            raise InputError("no dataset: pass --root DIR (or set data.root / data.prep_dir in the config)")
+        self.cfg = cfg
+        where = cfg.data.prep_dir or cfg.data.root
+        root = cfg.data.root
+        self.train_split = open_split(where, "synthetic", "train", root=root)
+        self.val_split = open_split(where, "synthetic", "validation", root=root)
+        for s in (self.train_split, self.val_split):
+            if not s.labelled.all():
+                raise InputError(f"synthetic/{s.split} has unlabelled records: training needs poses", s.directory)
+        self.train_indices = train_subset(len(self.train_split), cfg.data.split, cfg.train.seed)
+        n_val = len(self.val_split)
+        lim = cfg.data.val_limit
+        self.val_indices = np.arange(n_val) if lim is None or lim >= n_val else np.unique(
+            np.linspace(0, n_val - 1, lim).round().astype(int))
+
+    # ------------------------------------------------------------------------------------------- Task protocol
+    def build_model(self) -> PoseModel:
+        return PoseModel(self.cfg)
+
+    def train_dataset(self) -> Dataset:
+        return PoseSamples(self.train_split, self.train_indices, self.cfg, train=True)
+
+    def val_dataset(self) -> Dataset:
+        return _IndexOnly(self.val_indices)
+
+    def param_groups(self, model: PoseModel) -> list[dict]:
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+
+    def training_step(self, model, batch: dict) -> dict[str, torch.Tensor]:
+        out = model(batch)
+        core = model.module if hasattr(model, "module") else model
+        w = self.cfg.loss
+        if core.kind == "crop":
+            l_rot = rotation_loss(core, out["coeffs"], batch["R_virt"])
+            l_t = F.smooth_l1_loss(out["t"].float(), batch["t_enc"], beta=0.05)
+            grid = out["heatmap_logits"].shape[-2:]
+            targets = make_targets(batch["loc_box_clipped"], batch["loc_box_unclipped"], tuple(grid),
+                                   core.localiser.stride)
+            l_loc = localisation_loss(out, targets)
+            loss = w.rotation * l_rot + w.translation * l_t + w.localisation * l_loc
+            return {"loss": loss, "rot": l_rot.detach(), "trans": l_t.detach(), "loc": l_loc.detach()}
+        l_rot = rotation_loss(core, out["coeffs"], batch["R"])
+        l_t = F.smooth_l1_loss(out["t"].float(), batch["t_norm"], beta=0.05)
+        return {"loss": w.rotation * l_rot + w.translation * l_t, "rot": l_rot.detach(), "trans": l_t.detach()}
+
+    def validate(self, model: PoseModel, loader) -> dict[str, float]:
+        indices = np.concatenate([b["index"].cpu().numpy() for b in loader])
+        device = next(model.parameters()).device
+        pred = predict_split(model, self.val_split, indices, self.cfg, device, batch_size=self.cfg.train.batch_size)
+        return pose_metrics(pred, self.val_split, thresholds=False)
+
+
+def pose_metrics(pred, split, thresholds: bool) -> dict[str, float]:
+    """SPEED+ score and errors of predictions against a labelled split (plus localisation IoU)."""
+    idx = pred.indices
+    s = per_image_scores(pred.q_wxyz, pred.r_cam_m, split.q_wxyz[idx], split.r_cam_m[idx], thresholds)
+    e_r = np.degrees(s["e_q_rad"])
+    metrics = {"score": float(s["score"].mean()), "score_orientation": float(s["score_q"].mean()),
+               "score_position": float(s["score_t"].mean()), "e_t_mean_m": float(s["e_t_m"].mean()),
+               "e_t_median_m": float(np.median(s["e_t_m"])), "e_r_mean_deg": float(e_r.mean()),
+               "e_r_median_deg": float(np.median(e_r))}
+    metrics.update(accuracy_at_deg(s["e_q_rad"]))
+    if np.isfinite(pred.box_xyxy).all():
+        metrics["loc_iou"] = float(box_iou(pred.box_xyxy, split.kp_box(clipped=False)[idx]).mean())
+    return metrics
