@@ -64,7 +64,8 @@ class TrainConfig(ConfigModel):
     batch_size: int = Field(64, ge=1, description="GLOBAL batch size (split evenly over DDP processes)")
     seed: int = Field(0, ge=0, description="seed of every random choice (data order, augmentation, init)")
     max_time_min: Optional[float] = Field(None, gt=0, description="stop cleanly (with a checkpoint) after this "
-                                          "many minutes; null = no limit")
+                                          "many minutes of wall time; null = no limit (under DDP checked at "
+                                          "logging steps)")
     max_steps: Optional[int] = Field(None, ge=1, description="stop cleanly after this many optimiser steps in "
                                      "total; null = no limit (smoke tests)")
     amp: Literal["auto", "bf16", "fp16", "off"] = Field(

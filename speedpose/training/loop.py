@@ -13,7 +13,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -95,7 +95,6 @@ class FitSummary:
     config_hash: str
     world_size: int = 1
     precision: str = "off"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -359,8 +358,8 @@ class _Trainer:
             run_model = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.cuda else None)
         if self.rng_to_restore is not None:
             restore_rng(self.rng_to_restore, self.device)
-        elif self.resumed_from is None:
-            seed_everything(mix_seed(tcfg.seed, -2, ctx.rank))  # per-rank stream for dropout etc.
+        else:  # fresh start (or a resume with another world size): per-rank streams for dropout etc.
+            seed_everything(mix_seed(tcfg.seed, -2, ctx.rank, self.global_step))
         if self.resumed_from is not None:
             self.say(f"resumed {self.run_dir} at epoch {self.epoch + 1}, step {self.global_step}")
 

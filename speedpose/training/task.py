@@ -4,7 +4,7 @@ Required::
 
     build_model() -> nn.Module                       # on CPU; the engine moves it to the device
     train_dataset() -> Dataset                       # map-style; items are whatever collate expects
-    val_dataset() -> Dataset | None                  # None: no validation (and no best.pt)
+    val_dataset() -> Dataset | None                  # None: no validation (and no best.pt); rank 0 only
     training_step(model, batch) -> dict[str, Tensor] # ONE forward pass; "loss" (scalar) + scalars to log
     validate(model, loader) -> dict[str, float]      # model in eval mode under no_grad; batches on the device
 
