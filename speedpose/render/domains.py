@@ -98,7 +98,7 @@ def _synthetic(warp, R, r, rng, earth):
     layer = render_spacecraft(warp, R, r, lighting)
     img = layer.paste(bg)
     disp = effects.tone_map(img, exposure=float(rng.uniform(0.85, 1.1)), gamma=1.8, black_level=0.0)
-    disp = effects.sensor_noise(disp, rng, read_sigma=0.006, shot_sigma=0.012, grain_px=0.7)
+    disp = effects.sensor_noise(disp, rng, read_sigma=0.006, shot_sigma=0.012, grain=True)
     return _finish(warp, layer, disp, earth)
 
 

@@ -77,22 +77,58 @@ def lens_flare(img: np.ndarray, source_uv: np.ndarray, strength: float, rng: np.
     return img + cv2.resize(flare, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
+_LUT_SIZE = 4096
+
+
 def tone_map(img: np.ndarray, exposure: float, gamma: float, black_level: float) -> np.ndarray:
-    """Linear radiance -> display values in [0, 1]: ``black + (1 - black) * clip(exposure * img) ** (1/gamma)``."""
-    x = np.clip(img * np.float32(exposure), 0, 1)
-    if gamma != 1:
-        x = np.power(x, np.float32(1.0 / gamma))
-    return np.float32(black_level) + np.float32(1 - black_level) * x
+    """Linear radiance -> display values in [0, 1]: ``black + (1 - black) * clip(exposure * img) ** (1/gamma)``.
+
+    The power law is applied through a 4096-entry table (12-bit, finer than the 8-bit output).
+    """
+    lut = np.float32(black_level) + np.float32(1 - black_level) * np.power(
+        np.linspace(0, 1, _LUT_SIZE, dtype=np.float32), np.float32(1.0 / gamma))
+    x = np.clip(img * np.float32(exposure * (_LUT_SIZE - 1)) + np.float32(0.5), 0, _LUT_SIZE - 1)
+    return lut[x.astype(np.int32)]
+
+
+#: fixed noise tiles (part of the generator, like the Earth textures): images take random windows of them
+_NOISE_SEED = 31415
+_NOISE_PAD = 64
+_NOISE_CACHE: dict[tuple[int, int], np.ndarray] = {}
+
+
+def _noise_tiles(height: int, width: int) -> np.ndarray:
+    """(4, H + 64, W + 64) float32 standard normal tiles: two white, two film grain (blurred, unit variance)."""
+    key = (height, width)
+    if key not in _NOISE_CACHE:
+        rng = np.random.default_rng(_NOISE_SEED)
+        shape = (height + _NOISE_PAD, width + _NOISE_PAD)
+        tiles = [rng.standard_normal(shape, dtype=np.float32) for _ in range(4)]
+        for i in (2, 3):
+            g = cv2.GaussianBlur(tiles[i], (0, 0), 0.7)
+            tiles[i] = g / np.float32(g.std())
+        bank = np.stack(tiles)
+        bank.setflags(write=False)
+        _NOISE_CACHE[key] = bank
+    return _NOISE_CACHE[key]
 
 
 def sensor_noise(display: np.ndarray, rng: np.random.Generator, read_sigma: float, shot_sigma: float,
-                 grain_px: float = 0.0) -> np.ndarray:
-    """Add noise in display units (0-1): ``sigma^2 = read^2 + shot^2 * value``; ``grain_px`` > 0 blurs the noise
-    into film-like grain of that size."""
-    noise = rng.standard_normal(display.shape, dtype=np.float32)
-    if grain_px > 0:
-        noise = cv2.GaussianBlur(noise, (0, 0), grain_px)
-        noise *= np.float32(1.0 / max(np.std(noise), 1e-6))
+                 grain: bool = False) -> np.ndarray:
+    """Add noise in display units (0-1): ``sigma^2 = read^2 + shot^2 * value``.
+
+    The noise field is a random window (random offset, flips) of a fixed standard-normal tile, which costs a slice
+    instead of two million fresh normal draws per image; ``grain=True`` uses blurred (film-grain) tiles.
+    """
+    h, w = display.shape
+    bank = _noise_tiles(h, w)
+    k = int(rng.integers(2)) + (2 if grain else 0)
+    oy, ox = (int(v) for v in rng.integers(0, _NOISE_PAD, 2))
+    noise = bank[k, oy:oy + h, ox:ox + w]
+    if rng.random() < 0.5:
+        noise = noise[::-1]
+    if rng.random() < 0.5:
+        noise = noise[:, ::-1]
     sigma = np.sqrt(np.float32(read_sigma) ** 2 + np.float32(shot_sigma) ** 2 * np.maximum(display, 0))
     return display + noise * sigma
 

@@ -187,21 +187,21 @@ def build_tango_mesh() -> Mesh:
         direction /= np.linalg.norm(direction)
         t = (tip[1] - face_y) / direction[1]
         base = tip - t * direction
-        v, f = cylinder(base, tip, ROD_RADIUS_M, 10)
+        v, f = cylinder(base, tip, ROD_RADIUS_M, 8)
         b.add(v, f, "rod")
         m = 0.022
         v, f = box(base + [-m, -m if face_y > 0 else 0, -m], base + [m, 0 if face_y > 0 else m, m])
         v[:, 1] = np.where(np.abs(v[:, 1] - base[1]) < 1e-9, face_y + (0.025 if face_y > 0 else -0.025), v[:, 1])
         b.add(v, f, "mount")
     # dish on +x face, dome on -y face, star tracker on -x face, thruster under the body
-    v, f = spherical_cap((BODY_HI[0], 0.09, 0.16), (1, 0, 0), 0.085, 0.045, rings=4, segments=16)
+    v, f = spherical_cap((BODY_HI[0], 0.09, 0.16), (1, 0, 0), 0.085, 0.045, rings=3, segments=12)
     b.add(v, f, "dish")
-    v, f = spherical_cap((0.16, BODY_LO[1], 0.13), (0, -1, 0), 0.07, 0.06, rings=4, segments=14)
+    v, f = spherical_cap((0.16, BODY_LO[1], 0.13), (0, -1, 0), 0.07, 0.06, rings=3, segments=12)
     b.add(v, f, "dome")
     v, f = box((BODY_LO[0] - 0.06, -0.16, 0.05), (BODY_LO[0], -0.06, 0.13))
     b.add(v, f, "tracker")
-    v, f = cylinder((BODY_LO[0] - 0.06, -0.11, 0.09), (BODY_LO[0] - 0.10, -0.11, 0.09), 0.03, 12)
+    v, f = cylinder((BODY_LO[0] - 0.06, -0.11, 0.09), (BODY_LO[0] - 0.10, -0.11, 0.09), 0.03, 10)
     b.add(v, f, "lens")
-    v, f = cylinder((-0.12, 0.10, BODY_LO[2]), (-0.12, 0.10, BODY_LO[2] - 0.05), 0.035, 12)
+    v, f = cylinder((-0.12, 0.10, BODY_LO[2]), (-0.12, 0.10, BODY_LO[2] - 0.05), 0.035, 10)
     b.add(v, f, "thruster")
     return b.build()
