@@ -13,11 +13,10 @@ once.  No file I/O.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from speedpose.models.encoders import build_encoder
-from speedpose.models.i2s.head import I2SConfig, I2SHead
+from speedpose.models.i2s import I2SConfig, I2SHead, so3_cross_entropy
 from speedpose.pose.config import SpeedplusExperiment
 from speedpose.pose.localiser import Localiser
 
@@ -84,5 +83,4 @@ class PoseModel(nn.Module):
 
 def rotation_loss(model: PoseModel, coeffs: torch.Tensor, R_target: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the true rotation's cell on the head's training grid (the I2S loss)."""
-    head = model.net.head
-    return F.cross_entropy(head.grid.logits(coeffs), head.grid.nearest(R_target))
+    return so3_cross_entropy(coeffs, R_target, model.net.head.grid)
