@@ -285,3 +285,30 @@ def test_best_mode_max_keeps_the_highest_score(tmp_path):
     s = fit(FirstIsBest(cfg), cfg, tmp_path, progress=False)
     assert s.best_metric == "score" and s.best_value == 100.0 and s.best_step == 4
     assert load_checkpoint(tmp_path / "best.pt")["global_step"] == 4
+
+
+def test_evaluate_best_checkpoint_reproduces_the_logged_validation(reference_run):
+    from speedpose.training import evaluate
+
+    cfg, run, summary = reference_run
+    task = ToyTask(cfg)
+    model = task.build_model()
+    load_checkpoint(select_checkpoint(run, "best"), model=model)
+    metrics = evaluate(task, model, task.val_dataset(), cfg.train.batch_size, seed=cfg.train.seed)
+    assert metrics["loss"] == summary.best_value  # exactly: same loader, order, seeding and eval mode
+    assert model.training is True  # evaluate restores the mode it found
+
+
+def test_bf16_autocast_really_runs_the_step_in_bf16(tmp_path):
+    seen = []
+
+    class Recording(ToyTask):
+        def training_step(self, model, batch):
+            seen.append(model(batch["x"]).dtype)
+            return super().training_step(model, batch)
+
+    cfg = toy_cfg("train.amp=bf16", "train.max_steps=1")
+    fit(Recording(cfg), cfg, tmp_path / "bf16", progress=False)
+    cfg = toy_cfg("train.amp=off", "train.max_steps=1")
+    fit(Recording(cfg), cfg, tmp_path / "off", progress=False)
+    assert seen[0] == torch.bfloat16 and seen[-1] == torch.float32

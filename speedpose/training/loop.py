@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import nn
@@ -43,6 +43,7 @@ from speedpose.training.distributed import (
     setup_distributed,
     teardown_distributed,
 )
+from speedpose.training.evaluation import eval_loader, move_to_device, run_validate
 from speedpose.training.metrics_log import MetricsLog
 from speedpose.training.optim import build_optimizer, build_scheduler
 from speedpose.training.precision import resolve_precision
@@ -50,7 +51,6 @@ from speedpose.training.sampler import ResumableBatchSampler, SeededDataset, dat
 from speedpose.training.seeding import (
     capture_rng,
     mix_seed,
-    preserved_rng,
     restore_rng,
     seed_everything,
     seed_host_rngs,
@@ -100,36 +100,6 @@ class FitSummary:
         return asdict(self)
 
 
-def move_to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
-    """``batch`` with every tensor moved to ``device`` (through dicts, lists and tuples, named ones included)."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=non_blocking)
-    if isinstance(batch, Mapping):
-        moved = {k: move_to_device(v, device, non_blocking) for k, v in batch.items()}
-        return moved if type(batch) is dict else type(batch)(moved)
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
-        return type(batch)(*(move_to_device(v, device, non_blocking) for v in batch))
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(move_to_device(v, device, non_blocking) for v in batch)
-    return batch
-
-
-class DeviceLoader:
-    """Iterable over a DataLoader's batches moved to ``device`` (what ``Task.validate`` receives)."""
-
-    def __init__(self, loader: Iterable[Any], device: torch.device, non_blocking: bool = False):
-        self.loader = loader
-        self.device = device
-        self.non_blocking = non_blocking
-
-    def __len__(self) -> int:
-        return len(self.loader)  # type: ignore[arg-type]
-
-    def __iter__(self) -> Iterator[Any]:
-        for batch in self.loader:
-            yield move_to_device(batch, self.device, self.non_blocking)
-
-
 def _worker_init(worker_id: int) -> None:
     # SeededDataset reseeds per sample; this only covers code that draws randomness outside __getitem__
     seed_host_rngs(torch.initial_seed() & 0xFFFFFFFF)
@@ -170,9 +140,8 @@ class _Trainer:
         if ctx.is_main:
             val_ds = task.val_dataset()
             if val_ds is not None:
-                self.val_loader = DataLoader(SeededDataset(val_ds, tcfg.seed), batch_size=tcfg.batch_size,
-                                             shuffle=False, drop_last=False,
-                                             generator=torch.Generator().manual_seed(tcfg.seed), **common)
+                self.val_loader = eval_loader(val_ds, tcfg.batch_size, tcfg.workers, tcfg.seed, collate,
+                                              pin_memory=self.cuda, worker_init_fn=common["worker_init_fn"])
         groups_fn = getattr(task, "param_groups", None)
         params = groups_fn(self.model) if callable(groups_fn) else self.model.parameters()
         self.optimizer = build_optimizer(params, cfg.optim)
@@ -316,11 +285,7 @@ class _Trainer:
     def _validate(self) -> dict[str, float] | None:
         metrics = None
         if self.ctx.is_main and self.val_loader is not None:
-            self.model.eval()
-            with preserved_rng(self.device), torch.no_grad():
-                raw = self.task.validate(self.model, DeviceLoader(self.val_loader, self.device, self.cuda))
-            self.model.train()
-            metrics = {str(k): float(v) for k, v in raw.items()}
+            metrics = run_validate(self.task, self.model, self.val_loader, self.device)
             if self.best_metric not in metrics:
                 raise KeyError(f"{type(self.task).__name__}.validate returned {sorted(metrics)}, without its "
                                f"best_metric {self.best_metric!r}")
