@@ -130,6 +130,27 @@ def train(
                f"{summary.best_metric} = {summary.best_value} -> {summary.run_dir}")
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def augment(
+    ctx: typer.Context,
+    root: Optional[Path] = typer.Option(None, "--root", help="SPEED+ root (preprocessed)."),
+    config: Optional[str] = typer.Option(None, "--config", help="Experiment YAML or shipped config name "
+                                         "(default standin_cpu)."),
+    preview: Optional[Path] = typer.Option(None, "--preview", help="Write a grid of augmented crops with the "
+                                           "transformed keypoints drawn to this PNG."),
+    materialise: Optional[Path] = typer.Option(None, "--materialise", help="Write augmented crops and their labels "
+                                               "into this folder (offline use)."),
+    n: int = typer.Option(16, "--n", help="Crops in the preview."),
+    copies: int = typer.Option(1, "--copies", help="Augmented copies per image with --materialise."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the augmentation draws."),
+) -> None:
+    """Preview or materialise the training augmentation. Extra arguments are dotted config overrides."""
+    from pipelines import augment as stage
+
+    for path in stage.run(root, config, ctx.args, preview, materialise, n, copies, seed):
+        typer.echo(f"wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
