@@ -94,7 +94,8 @@ class SeededDataset(Dataset):
     :data:`VALIDATION_EPOCH`) seeds python ``random``, numpy's global RNG and the torch CPU generator, calls the
     inner dataset's optional ``reseed(sample_seed: int)`` hook (for transforms with their own generator, e.g.
     ``albumentations.Compose.set_random_seed``), then returns ``inner[index]``.  In the main process (no
-    DataLoader workers) the RNG states are restored afterwards, so that loading never disturbs training RNGs.
+    DataLoader workers) the RNG states are restored afterwards (once per batch, through ``__getitems__``), so
+    that loading never disturbs the training RNGs.
     """
 
     def __init__(self, dataset: Dataset, seed: int):
@@ -108,21 +109,31 @@ class SeededDataset(Dataset):
         """The seed of sample ``index`` in ``epoch``."""
         return mix_seed(self.seed, epoch, index)
 
-    def __getitem__(self, key: Any) -> Any:
+    @staticmethod
+    def _split(key: Any) -> tuple[int, int]:
         if isinstance(key, (tuple, list)):
-            epoch, index = int(key[0]), int(key[1])
-        else:
-            epoch, index = VALIDATION_EPOCH, int(key)
+            return int(key[0]), int(key[1])
+        return VALIDATION_EPOCH, int(key)
+
+    def _fetch(self, key: Any) -> Any:
+        epoch, index = self._split(key)
         seed = self.sample_seed(epoch, index)
-        in_main = get_worker_info() is None
-        # raw (not checkpoint-friendly) states: this runs once per sample
-        saved = (random.getstate(), np.random.get_state(), torch.get_rng_state()) if in_main else None
+        seed_host_rngs(seed)
+        reseed = getattr(self.dataset, "reseed", None)
+        if callable(reseed):
+            reseed(seed)
+        return self.dataset[index]
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: list[Any]) -> list[Any]:
+        """A whole batch (the DataLoader calls this once per batch): RNGs saved/restored once, seeded per sample."""
+        # raw (not checkpoint-friendly) states, saved only in the main process (workers own their RNGs)
+        saved = (random.getstate(), np.random.get_state(), torch.get_rng_state()) \
+            if get_worker_info() is None else None
         try:
-            seed_host_rngs(seed)
-            reseed = getattr(self.dataset, "reseed", None)
-            if callable(reseed):
-                reseed(seed)
-            return self.dataset[index]
+            return [self._fetch(k) for k in keys]
         finally:
             if saved is not None:
                 random.setstate(saved[0])
