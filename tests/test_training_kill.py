@@ -34,7 +34,9 @@ def _global_step(path: Path) -> int:
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
     run = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    cmd = [sys.executable, "-m", "speedpose.training.launch", str(CONFIG), *OVERRIDES, "--run-dir", str(run)]
+    code = "import sys; from speedpose.training import train_from_config; " \
+           "train_from_config(sys.argv[1], sys.argv[3:], sys.argv[2], progress=False)"
+    cmd = [sys.executable, "-c", code, str(CONFIG), str(run), *OVERRIDES]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120

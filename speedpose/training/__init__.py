@@ -4,7 +4,7 @@ Public API::
 
     Task                                     # protocol a pipeline implements (see speedpose.training.task)
     fit(task, cfg, run_dir, resume=False, progress=None) -> FitSummary
-    train_from_config(config, overrides=(), run_dir=..., resume=False) -> FitSummary
+    train_from_config(config, overrides, run_dir, resume=False, progress=None) -> FitSummary
     load_checkpoint(path, model=None, map_location="cpu") -> dict      # weights_only=True
     select_checkpoint(run_dir, which="best") -> Path                   # best | last | FILE
     evaluate(task, model, dataset, batch_size, workers=0, seed=0, device="cpu") -> dict[str, float]
