@@ -186,3 +186,33 @@ def test_pose_statistics():
     assert 0.10 < trunc < 0.22  # released labels: 15-16%
     q2, _ = sample_poses(4000, np.random.default_rng(0), "synthetic")
     assert 0.45 < (q2[:, 0] < 0).mean() < 0.55
+
+
+def test_tone_map_matches_power_law():
+    from speedpose.render.effects import tone_map
+
+    x = np.linspace(0, 1.3, 200_001, dtype=np.float32).reshape(1, -1)
+    for gamma in (1.8, 2.0):
+        ref = 0.05 + 0.95 * np.clip(2.0 * x, 0, 1) ** (1 / gamma)
+        assert np.abs(tone_map(x, 2.0, gamma, 0.05) - ref).max() < 0.5 / 255
+
+
+def test_domains_differ_like_the_real_ones(warp):
+    """Same pose in the three styles: black space in synthetic, a lifted noisy black in lightbox, over-exposure in
+    sunlamp; the mask and keypoints do not depend on the style."""
+    from speedpose.render import render_frame
+
+    q = np.array([0.8, 0.3, -0.4, 0.33])
+    q /= np.linalg.norm(q)
+    r = np.array([0.1, -0.2, 5.0])
+    frames = {d: render_frame(warp, q, r, d, np.random.default_rng(1), earth=False)
+              for d in ("synthetic", "lightbox", "sunlamp")}
+    bg = frames["synthetic"].mask == 0
+    syn, lb = frames["synthetic"].image[bg], frames["lightbox"].image[bg]
+    assert np.median(syn) <= 4 and np.median(lb) >= 12
+    assert lb.astype(float).std() > 1.5  # sensor noise
+    fg = frames["sunlamp"].mask > 0
+    assert (frames["sunlamp"].image[fg] >= 250).mean() > (frames["synthetic"].image[fg] >= 250).mean()
+    for d in ("lightbox", "sunlamp"):
+        np.testing.assert_array_equal(frames[d].mask, frames["synthetic"].mask)
+        np.testing.assert_array_equal(frames[d].keypoints_visible, frames["synthetic"].keypoints_visible)

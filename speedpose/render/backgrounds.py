@@ -72,7 +72,10 @@ class EarthView:
 
 
 def random_earth_view(rng: np.random.Generator, sun_dir_cam: np.ndarray, uniform_light: bool = False) -> EarthView:
-    """An Earth behind the spacecraft: from a disc filling the frame to a limb crossing it (altitude 400-900 km)."""
+    """An Earth behind the spacecraft: from a disc filling the frame to a limb crossing it (altitude 400-900 km).
+
+    ``uniform_light`` (light-box pictures) also draws more cloud and a harder cloud contrast.
+    """
     alt = float(rng.uniform(400, 900))
     sun = np.asarray(sun_dir_cam, float)
     half_angle = np.degrees(np.arcsin(EARTH_RADIUS_KM / (EARTH_RADIUS_KM + alt)))
@@ -82,9 +85,11 @@ def random_earth_view(rng: np.random.Generator, sun_dir_cam: np.ndarray, uniform
     centre = np.array([np.sin(off_axis) * np.cos(phi), np.sin(off_axis) * np.sin(phi), np.cos(off_axis)])
     if np.dot(-centre, sun) < 0.2:  # mostly the day side, as in SPEED+: mirror the Earth across the optical axis
         centre[:2] *= -1
+    cover = rng.uniform(-0.05, 0.3) if uniform_light else rng.uniform(-0.2, 0.25)
+    contrast = rng.uniform(0.6, 1.0) if uniform_light else rng.uniform(0.8, 1.4)
     return EarthView(centre, alt, sun, tuple(rng.uniform(-3e4, 3e4, 2)),
-                     float(rng.uniform(0, 2 * np.pi)), float(rng.uniform(-0.2, 0.25)), uniform_light,
-                     float(rng.uniform(0.8, 1.15)), float(rng.uniform(0.8, 1.4)))
+                     float(rng.uniform(0, 2 * np.pi)), float(cover), uniform_light,
+                     float(rng.uniform(0.8, 1.15)), float(contrast))
 
 
 def earth_radiance(rays: np.ndarray, view: EarthView, upsample: int = 1) -> tuple[np.ndarray, np.ndarray]:

@@ -109,14 +109,15 @@ def _lightbox(warp, R, r, rng, earth):
     fill_dir[2] = -abs(fill_dir[2])
     earth = bool(rng.random() < 0.6) if earth is None else earth
     bg, _ = _background(warp, rng, key_dir, earth, uniform_light=True)
-    bg *= np.float32(rng.uniform(0.55, 0.95))
+    bg *= np.float32(rng.uniform(0.8, 1.3))  # light-box Earth pictures are bright and contrasted
     lighting = Lighting(key_dir, float(rng.uniform(1.0, 1.7)), fill_dir, float(rng.uniform(0.35, 0.65)),
                         ambient=float(rng.uniform(0.04, 0.09)), specular_gain=float(rng.uniform(2.0, 3.5)))
     layer = render_spacecraft(warp, R, r, lighting)
     img = layer.paste(bg)
     img = effects.defocus(img, float(rng.uniform(0.8, 1.6)))
     img = effects.bloom(img, threshold=0.8, strength=float(rng.uniform(0.3, 0.7)), sigma_px=24.0)
-    disp = effects.tone_map(img, exposure=float(rng.uniform(0.95, 1.3)), gamma=2.0,
+    # exposure varies more than in synthetic: some real light-box frames are much darker
+    disp = effects.tone_map(img, exposure=float(np.exp(rng.uniform(np.log(0.35), np.log(1.3)))), gamma=2.0,
                             black_level=float(rng.uniform(0.07, 0.13)))
     disp = effects.sensor_noise(disp, rng, read_sigma=float(rng.uniform(0.01, 0.02)), shot_sigma=0.03)
     return _finish(warp, layer, disp, earth)

@@ -83,12 +83,14 @@ _LUT_SIZE = 4096
 def tone_map(img: np.ndarray, exposure: float, gamma: float, black_level: float) -> np.ndarray:
     """Linear radiance -> display values in [0, 1]: ``black + (1 - black) * clip(exposure * img) ** (1/gamma)``.
 
-    The power law is applied through a 4096-entry table (12-bit, finer than the 8-bit output).
+    The power law goes through a 4096-entry table indexed by ``sqrt(x)`` (a linear index would band visibly in the
+    dark, where ``x ** (1/gamma)`` is steep).
     """
-    lut = np.float32(black_level) + np.float32(1 - black_level) * np.power(
-        np.linspace(0, 1, _LUT_SIZE, dtype=np.float32), np.float32(1.0 / gamma))
-    x = np.clip(img * np.float32(exposure * (_LUT_SIZE - 1)) + np.float32(0.5), 0, _LUT_SIZE - 1)
-    return lut[x.astype(np.int32)]
+    k = np.linspace(0, 1, _LUT_SIZE, dtype=np.float32)
+    lut = np.float32(black_level) + np.float32(1 - black_level) * np.power(k, np.float32(2.0 / gamma))
+    x = np.clip(img * np.float32(exposure), 0, 1)
+    idx = cv2.sqrt(x) * np.float32(_LUT_SIZE - 1) + np.float32(0.5)
+    return lut[idx.astype(np.int32)]
 
 
 #: fixed noise tiles (part of the generator, like the Earth textures): images take random windows of them

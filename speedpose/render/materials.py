@@ -30,7 +30,7 @@ class Material:
 #: dark glossy solar cells, bright foil body, metallic rods and details
 MATERIALS: dict[str, Material] = {
     "body": Material(0.72, 0.55, 12.0),  # multi-layer insulation foil: bright, broad sheen
-    "cells": Material(0.05, 1.2, 150.0),  # glass-covered cells: dark, sharp glints
+    "cells": Material(0.025, 1.2, 150.0),  # glass-covered cells: dark, sharp glints
     "panel_edge": Material(0.45, 0.6, 40.0),
     "rod": Material(0.35, 1.0, 60.0),
     "mount": Material(0.55, 0.5, 30.0),
@@ -68,7 +68,7 @@ def surface_albedo(part: np.ndarray, p_body: np.ndarray) -> np.ndarray:
         line = (gx > CELL_PITCH_M[0] / 2 - CELL_GAP_M / 2) | (gy > CELL_PITCH_M[1] / 2 - CELL_GAP_M / 2)
         # a bright frame and a centre bar split the panel into two halves, as on Tango
         frame = (np.abs(x) > 0.350) | (np.abs(y) > 0.365) | (np.abs(x) < 0.008)
-        albedo[cells] = np.where(frame, 0.5, np.where(line, 0.2, albedo[cells]))
+        albedo[cells] = np.where(frame, 0.35, np.where(line, 0.12, albedo[cells]))
     body = part == _BODY
     if body.any():
         p = p_body[body]
