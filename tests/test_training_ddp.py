@@ -85,3 +85,25 @@ def test_ddp_matches_a_single_process_with_the_same_global_batch(ddp_run, tmp_pa
     init = ToyTask(cfg).build_model().state_dict()
     moved = max(float((single[k] - init[k]).abs().max()) for k in single)
     assert moved > 1e-3  # training changed the weights, so the comparison means something
+
+
+@pytest.mark.slow
+def test_ddp_stop_and_resume_is_bit_identical(ddp_run, tmp_path):
+    """Two ranks with DataLoader workers stop at step 3 and resume: the same weights as the uninterrupted run."""
+    out, _ = ddp_run
+    script = out / "ddp_toy.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    base = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
+            str(script), str(tmp_path)]
+    first = subprocess.run([*base, *OVERRIDES, "train.max_steps=3", "train.workers=1"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=240)
+    assert first.returncode == 0 and "rank 0 max_steps 3 2" in first.stdout, first.stderr[-3000:]
+    resume_script = tmp_path / "resume.py"
+    resume_script.write_text(textwrap.dedent(SCRIPT).replace('progress=False)', 'resume=True, progress=False)'))
+    second = subprocess.run([*base[:-2], str(resume_script), str(tmp_path), *OVERRIDES, "train.workers=1"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert second.returncode == 0 and "rank 1 completed 8 2" in second.stdout, second.stderr[-3000:]
+    for r in range(2):
+        a = torch.load(out / f"rank{r}.pt", weights_only=True)
+        b = torch.load(tmp_path / f"rank{r}.pt", weights_only=True)
+        assert all(torch.equal(a[k], b[k]) for k in a)
