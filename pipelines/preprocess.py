@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from speedpose import __version__
 from speedpose.camera import Camera, load_camera
 from speedpose.data.base import PoseRecords, Reject
-from speedpose.data.image_store import create_store, load_resized, mask_box, store_offset, write_rows
+from speedpose.data.image_store import create_store, init_worker, prepare_chunk, store_offset
 from speedpose.data.index import MASK_BOX_COLUMNS, build_index, write_index
 from speedpose.data.loader import IMAGES, INDEX, MANIFEST, PREP_FORMAT, REJECTS, SCAN, default_prep_dir, split_dir
 from speedpose.data.speedplus import SPLITS, SpeedplusAdapter, available_splits
@@ -122,41 +122,36 @@ def inputs_fingerprint(images_fp: str, records: PoseRecords, camera_path: Path, 
 
 
 # ------------------------------------------------------------------------------------------------ workers
-def _init_worker() -> None:
-    import signal
+class WorkerPool:
+    """A process pool started on first use and shared by the splits of one run.
 
-    import cv2
+    Spawned, not forked: forking a parent whose OpenCV/OpenMP thread pools are live can deadlock the children.  The
+    workers import only numpy, OpenCV and :mod:`speedpose.data.image_store` (no torch); as with any spawned pool, a
+    script that calls :func:`run` needs an ``if __name__ == "__main__":`` guard.
+    """
 
-    cv2.setNumThreads(1)  # one process per core: no nested threading
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled once, by the parent (finished chunks kept)
+    def __init__(self, workers: int):
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
 
+    def get(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=init_worker)
+        return self._pool
 
-def _process_chunk(store: str, offset: int, first_row: int, images: list[str], masks: list[str | None],
-                   full_size: tuple[int, int], size: tuple[int, int]) -> list[tuple[bool, str, list]]:
-    """Decode, check, resize and write rows ``first_row ...`` of the store; return ``(ok, problem, mask_box)``."""
-    out = []
-    fd = os.open(store, os.O_WRONLY)
-    try:
-        for j, (img_path, mask_path) in enumerate(zip(images, masks)):
-            img, problem = load_resized(img_path, full_size, size)
-            if img is not None:
-                write_rows(fd, offset, first_row + j, img[None])
-            box = [float("nan")] * 4
-            if img is not None and mask_path is not None:
-                mb, mproblem = mask_box(mask_path, full_size)
-                box, problem = mb.tolist(), mproblem
-            out.append((img is not None and problem == "", problem, box))
-    finally:
-        os.close(fd)
-    return out
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
 
 class _ChunkFailure(Exception):
     pass
 
 
-def _prepare_images(records: PoseRecords, partial: Path, images_fp: str, size: tuple[int, int], workers: int,
-                    skip_bad: bool, progress: bool) -> pd.DataFrame:
+def _prepare_images(records: PoseRecords, partial: Path, images_fp: str, size: tuple[int, int],
+                    pool_holder: WorkerPool, skip_bad: bool, progress: bool) -> pd.DataFrame:
     """Fill ``partial/images.npy`` (resuming finished chunks) and return the scan table (one row per record)."""
     n = len(records)
     work_file, store, chunk_dir = partial / "work.json", partial / IMAGES, partial / "chunks"
@@ -203,35 +198,33 @@ def _prepare_images(records: PoseRecords, partial: Path, images_fp: str, size: t
     bar = tqdm(total=n, initial=done_imgs, desc=f"{records.domain}/{records.split}", unit="img",
                disable=not progress, leave=False)
     try:
+        workers = pool_holder.workers
         if workers <= 1 or len(todo) <= 1:
             for c in todo:
-                accept(c[0], _process_chunk(*args(c)))
+                accept(c[0], prepare_chunk(*args(c)))
                 bar.update(c[2] - c[1])
         else:
-            ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
-                                              else "spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
-                pending = {}
-                it = iter(todo)
-                try:
-                    # keep a bounded number of tasks in flight (memory flat in N)
-                    for c in it:
-                        pending[pool.submit(_process_chunk, *args(c))] = c
-                        if len(pending) >= 4 * workers:
-                            break
-                    while pending:
-                        finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                        for fut in finished:
-                            c = pending.pop(fut)
-                            accept(c[0], fut.result())
-                            bar.update(c[2] - c[1])
-                            nxt = next(it, None)
-                            if nxt is not None:
-                                pending[pool.submit(_process_chunk, *args(nxt))] = nxt
-                except BaseException:
-                    for fut in pending:
-                        fut.cancel()
-                    raise
+            pool = pool_holder.get()
+            pending = {}
+            it = iter(todo)
+            try:
+                for c in it:  # a bounded number of tasks in flight (memory flat in N)
+                    pending[pool.submit(prepare_chunk, *args(c))] = c
+                    if len(pending) >= 4 * workers:
+                        break
+                while pending:
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        c = pending.pop(fut)
+                        accept(c[0], fut.result())
+                        bar.update(c[2] - c[1])
+                        nxt = next(it, None)
+                        if nxt is not None:
+                            pending[pool.submit(prepare_chunk, *args(nxt))] = nxt
+            except BaseException:
+                for fut in pending:
+                    fut.cancel()
+                raise
     except _ChunkFailure as exc:
         i, problem = exc.args
         bar.close()
@@ -277,7 +270,8 @@ def _read_manifest(path: Path) -> dict | None:
 
 
 def process_split(records: PoseRecords, out: Path, camera: Camera, camera_path: Path, root: Path,
-                  size: tuple[int, int], workers: int, skip_bad: bool, force: bool, progress: bool) -> SplitSummary:
+                  size: tuple[int, int], pool: WorkerPool, skip_bad: bool, force: bool, progress: bool
+                  ) -> SplitSummary:
     """Bring one split's outputs up to date (see the module docstring)."""
     t0 = time.perf_counter()
     sdir = split_dir(out, records.domain, records.split)
@@ -296,7 +290,7 @@ def process_split(records: PoseRecords, out: Path, camera: Camera, camera_path: 
         scan = pd.read_parquet(sdir / SCAN)
         action = "index rebuilt"
     else:
-        scan = _prepare_images(records, partial, images_fp, size, workers, skip_bad, progress)
+        scan = _prepare_images(records, partial, images_fp, size, pool, skip_bad, progress)
         action = "computed"
 
     ok = scan["ok"].to_numpy(dtype=bool)
@@ -337,7 +331,7 @@ def process_split(records: PoseRecords, out: Path, camera: Camera, camera_path: 
                    "height": camera.height},
         "has_masks": records.mask_paths is not None, "counts": counts,
         "files": {"index": INDEX, "images": IMAGES, "scan": SCAN, "rejects": REJECTS},
-        "action": action, "seconds": round(seconds, 3), "workers": workers,
+        "action": action, "seconds": round(seconds, 3), "workers": pool.workers,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     atomic_write_json(sdir / MANIFEST, manifest)
@@ -387,8 +381,12 @@ def run(root: str | Path, out: str | Path | None = None, domains: tuple[str, ...
     adapters = {d: SpeedplusAdapter(root, d, camera=camera, skip_bad=skip_bad, progress=progress)
                 for d in {p[0] for p in pairs}}
     all_records = [adapters[d].get_records(s) for d, s in pairs]
-    return [process_split(rec, out, camera, camera_path, root, size, workers, skip_bad, force, progress)
-            for rec in all_records]
+    pool = WorkerPool(workers)
+    try:
+        return [process_split(rec, out, camera, camera_path, root, size, pool, skip_bad, force, progress)
+                for rec in all_records]
+    finally:
+        pool.close()
 
 
 def format_summary(summaries: list[SplitSummary]) -> str:

@@ -319,7 +319,7 @@ def test_interrupted_run_resumes(dataset, tmp_path, monkeypatch):
     out = tmp_path / "out"
     monkeypatch.setattr(stage, "CHUNK", 2)  # 8 lightbox images -> 4 chunks
     calls = []
-    real = stage._process_chunk
+    real = stage.prepare_chunk
 
     def flaky(store, offset, first_row, *args):
         calls.append(first_row)
@@ -327,7 +327,7 @@ def test_interrupted_run_resumes(dataset, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(store, offset, first_row, *args)
 
-    monkeypatch.setattr(stage, "_process_chunk", flaky)
+    monkeypatch.setattr(stage, "prepare_chunk", flaky)
     with pytest.raises(KeyboardInterrupt):
         stage.run(dataset, out=out, domains=("lightbox",), workers=1, progress=False)
     assert not (out / "lightbox/test/manifest.json").exists()

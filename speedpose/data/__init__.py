@@ -1,15 +1,29 @@
 """Datasets: the adapter interface, the SPEED+ reader and validation, and the preprocessed-split loader.
 
-Public API::
+Public API (imported lazily, so that preprocessing workers importing :mod:`speedpose.data.image_store` stay light)::
 
-    DatasetAdapter, PoseRecords, Reject          # speedpose.data.base
-    SpeedplusAdapter, read_split, SPLITS          # speedpose.data.speedplus
-    open_split, PreprocessedSplit                 # speedpose.data.loader
+    DatasetAdapter, PoseRecords, Reject                        # speedpose.data.base
+    SpeedplusAdapter, read_split, available_splits, SPLITS      # speedpose.data.speedplus
+    open_split, PreprocessedSplit                               # speedpose.data.loader
 """
 
-from speedpose.data.base import DatasetAdapter, PoseRecords, Reject
-from speedpose.data.loader import PreprocessedSplit, open_split
-from speedpose.data.speedplus import SPLITS, SpeedplusAdapter, available_splits, read_split
+from __future__ import annotations
 
-__all__ = ["DatasetAdapter", "PoseRecords", "Reject", "SpeedplusAdapter", "read_split", "available_splits", "SPLITS",
-           "open_split", "PreprocessedSplit"]
+import importlib
+
+_EXPORTS = {
+    "DatasetAdapter": "base", "PoseRecords": "base", "Reject": "base",
+    "SpeedplusAdapter": "speedplus", "read_split": "speedplus", "available_splits": "speedplus", "SPLITS": "speedplus",
+    "open_split": "loader", "PreprocessedSplit": "loader",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"speedpose.data.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'speedpose.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -137,3 +137,42 @@ def open_store(path: str | Path) -> np.ndarray:
     if shape[0] == 0:
         return np.zeros(shape, dtype=np.uint8)
     return np.load(path, mmap_mode="r")
+
+
+# ------------------------------------------------------------------------------------------------ worker side
+def init_worker() -> None:
+    """Initialiser of a preprocessing worker process: one OpenCV thread (one process per core), Ctrl-C left to
+    the parent (which keeps the finished chunks for a resume)."""
+    import signal
+
+    cv2.setNumThreads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def prepare_chunk(store: str, offset: int, first_row: int, images: list[str], masks: list[str | None],
+                  full_size: tuple[int, int], size: tuple[int, int]) -> list[tuple[bool, str, list]]:
+    """Decode, check and resize ``images`` and write them as rows ``first_row, ...`` of the store ``store``.
+
+    Args:
+        store: path of a store made by :func:`create_store`; ``offset``: its :func:`store_offset`.
+        images: JPEG paths; masks: mask paths (or None entries).
+        full_size: (W, H) the images must have; size: (W, H) of the stored rows.
+    Returns:
+        per image ``(ok, problem, mask_box)``: ``problem`` is "" when ok, ``mask_box`` [x0, y0, x1, y1] full-resolution
+        px (NaN without mask).  Rows of failed images stay zero.
+    """
+    out = []
+    fd = os.open(store, os.O_WRONLY)
+    try:
+        for j, (img_path, mask_path) in enumerate(zip(images, masks)):
+            img, problem = load_resized(img_path, full_size, size)
+            box = [float("nan")] * 4
+            if img is not None:
+                write_rows(fd, offset, first_row + j, img[None])
+                if mask_path is not None:
+                    mb, problem = mask_box(mask_path, full_size)
+                    box = mb.tolist()
+            out.append((img is not None and problem == "", problem, box))
+    finally:
+        os.close(fd)
+    return out
