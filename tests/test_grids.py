@@ -122,3 +122,17 @@ def test_bad_level_and_index_raise():
         so3_healpix_rotations(0, [72])
     with pytest.raises(ShapeError):
         so3_nearest_index(torch.eye(3)[None], 6)
+
+
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_index_round_trip_and_structured_wigner_table(level):
+    from speedpose.geometry.so3_grids import so3_healpix_index, so3_healpix_wigner_features, so3_healpix_wigner_table
+    from speedpose.geometry.wigner import wigner_features
+
+    idx = np.arange(so3_healpix_size(level))
+    assert np.array_equal(so3_healpix_index(level, *so3_healpix_cells(level)), idx)
+    ref = wigner_features(so3_healpix_rotations(level), 4)
+    torch.testing.assert_close(so3_healpix_wigner_features(level, 4, torch.float64), ref, atol=1e-10, rtol=0)
+    feats, index = so3_healpix_wigner_table(level, 4, [1, 5], torch.float64)
+    assert len(index) == 2 * 6 * 2**level
+    torch.testing.assert_close(feats, ref[index], atol=1e-10, rtol=0)

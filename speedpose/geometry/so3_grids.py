@@ -42,6 +42,9 @@ __all__ = [
     "so3_parent",
     "so3_nearest_index",
     "euler_zyz_to_matrix",
+    "so3_healpix_wigner_features",
+    "so3_healpix_wigner_table",
+    "so3_healpix_index",
 ]
 
 MAX_NEAREST_LEVEL = 5
@@ -182,3 +185,63 @@ def so3_nearest_index(R: torch.Tensor, level: int, chunk: int = 1 << 18) -> torc
         best_val = torch.where(better, val, best_val)
         best_idx = torch.where(better, idx + start, best_idx)
     return best_idx.reshape(R.shape[:-2])
+
+
+def so3_healpix_index(level: int, pix, psi_bin) -> np.ndarray:
+    """Nested SO(3) index of (nested HEALPix pixel, in-plane bin) pairs; inverse of :func:`so3_healpix_cells`."""
+    _check_level(level)
+    pix, psi = np.asarray(pix, dtype=np.int64), np.asarray(psi_bin, dtype=np.int64)
+    idx = (pix >> (2 * level)) * 6 + (psi >> level)
+    for k in range(1, level + 1):
+        a = (pix >> (2 * (level - k))) & 3
+        b = (psi >> (level - k)) & 1
+        idx = idx * 8 + 2 * a + b
+    return idx
+
+
+def so3_healpix_wigner_table(level: int, lmax: int, pix=None, dtype: torch.dtype = torch.float32
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Wigner features of all grid rotations whose pixel is in ``pix`` (default: all pixels), pixel-major.
+
+    Uses the grid's structure: ``R = [Rz(phi_p) Ry(theta_p) Rz(-s_p phi_p)] Rz(psi_j)``, so each degree block is one
+    matrix product of a per-pixel factor and a per-bin factor, done for all (pixel, bin) pairs as a single GEMM
+    (the level-5 grid can be swept in pixel chunks without ever holding its 4.3 GB matrix).
+
+    Args:
+        level: recursion level L.
+        lmax: maximum degree.
+        pix: (P,) nested HEALPix pixel indices at nside 2**L.
+    Returns:
+        features (P * 6 * 2**L, n_so3_coeffs(lmax)), index (P * 6 * 2**L,) int64 nested SO(3) indices of the rows.
+    """
+    from speedpose.geometry.wigner import axis_rotation_blocks
+
+    _check_level(level)
+    npsi = 6 * 2**level
+    pix = np.arange(12 * 4**level) if pix is None else np.asarray(pix, dtype=np.int64)
+    npix = len(pix)
+    theta, phi = s2_healpix_angles(level, pix)
+    base = pix >> (2 * level)
+    section = np.where(base < 4, 1.0, np.where(base < 8, 0.0, -1.0))
+    theta, phi, shift = (torch.from_numpy(x).to(dtype) for x in (theta, phi, -section * phi))
+    psi = (torch.arange(npsi, dtype=torch.float64) + 0.5).to(dtype) * (2 * math.pi / npsi)
+    out = []
+    for l in range(lmax + 1):
+        d = 2 * l + 1
+        if l == 0:
+            out.append(torch.ones(npix * npsi, 1, dtype=dtype))
+            continue
+        B = axis_rotation_blocks(phi, l, 2) @ axis_rotation_blocks(theta, l, 1) @ axis_rotation_blocks(shift, l, 2)
+        Z = axis_rotation_blocks(psi, l, 2)  # (npsi, d, d)
+        table = B.reshape(npix * d, d) @ Z.permute(1, 0, 2).reshape(d, npsi * d)  # (npix*d, npsi*d)
+        out.append(math.sqrt(d) * table.reshape(npix, d, npsi, d).permute(0, 2, 1, 3).reshape(npix * npsi, d * d))
+    index = so3_healpix_index(level, np.repeat(pix, npsi), np.tile(np.arange(npsi), npix))
+    return torch.cat(out, dim=1), torch.from_numpy(index)
+
+
+def so3_healpix_wigner_features(level: int, lmax: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Wigner features of every level-L grid rotation in index order: (72 * 8**L, n_so3_coeffs(lmax))."""
+    feats, index = so3_healpix_wigner_table(level, lmax, None, dtype)
+    out = torch.empty_like(feats)
+    out[index] = feats
+    return out

@@ -14,7 +14,7 @@ harmonics, and ``D^1(R) = P R P^T`` with P e3nn's l=1 axis order ((x, y, z) in e
 ``R`` here is any rotation matrix acting on column vectors of the frame in question (for the I2S head: the frame of
 the camera that sees the image).  Computation goes through the Lie algebra: ``D^l(exp(w^)) = expm(sum_i w_i X^l_i)``
 with e3nn's generators ``X^l_i``; :func:`wigner_D_blocks` evaluates the same matrices faster from ZYZ Euler angles
-(e3nn's YXY) with the closed form ``expm(t X) = sum_m cos(m t) E_m + sin(m t) F_m``.
+with the closed form ``expm(t X) = sum_m cos(m t) E_m + sin(m t) F_m``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ __all__ = [
     "so3_degree_slices",
     "so3_generators",
     "wigner_D_blocks",
-    "wigner_D_blocks_euler_yxy",
+    "wigner_D_blocks_euler_zyz",
+    "axis_rotation_blocks",
     "matrix_to_euler_zyz",
     "wigner_features",
     "wigner_features_axis_angle",
@@ -136,74 +137,32 @@ def _axis_expansion_f64(l: int, axis: int) -> torch.Tensor:
     return E
 
 
-def _axis_blocks(t: torch.Tensor, l: int, axis: int) -> torch.Tensor:
+def axis_rotation_blocks(t: torch.Tensor, l: int, axis: int) -> torch.Tensor:
+    """``D^l`` of rotations by angles t (...) [radians] about axis 0 (x), 1 (y) or 2 (z): (..., 2l+1, 2l+1)."""
     E = _axis_expansion_f64(l, axis).to(dtype=t.dtype, device=t.device)
     m = torch.arange(l + 1, dtype=t.dtype, device=t.device)
     mt = t[..., None] * m
     return torch.einsum("...m,mij->...ij", torch.cos(mt), E[0]) + torch.einsum("...m,mij->...ij", torch.sin(mt), E[1])
 
 
-@lru_cache(maxsize=None)
-def _sparse_y_f64(l: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For the y axis, e3nn's real basis pairs m with -m: ``D(Ry(t))`` is nonzero only on the diagonal and the
-    anti-diagonal.  Returns (diag (2, l+1, d), anti (2, l+1, d), sigma (d,)) with
-    ``D(Ry(t))[i, i] = sum_m cos(m t) diag[0, m, i] + sin(m t) diag[1, m, i]`` and likewise ``anti`` for
-    ``D(Ry(t))[i, sigma(i)]``, sigma(i) = 2l - i."""
-    E = _axis_expansion_f64(l, 1)
-    d = 2 * l + 1
-    i = torch.arange(d)
-    sigma = d - 1 - i
-    mask = torch.zeros(d, d, dtype=torch.bool)
-    mask[i, i] = True
-    mask[i, sigma] = True
-    if (E.abs() * (~mask)).max() > 1e-12:  # pragma: no cover - a change of e3nn's basis
-        raise RuntimeError("e3nn's real basis no longer pairs m with -m for rotations about y")
-    anti = E[:, :, i, sigma].clone()
-    anti[:, :, l] = 0.0  # the centre is on both diagonals: count it once
-    return E[:, :, i, i].contiguous(), anti, sigma
-
-
-def _y_factors(t: torch.Tensor, l: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    diag, anti, sigma = (x.to(device=t.device) for x in _sparse_y_f64(l))
-    m = torch.arange(l + 1, dtype=t.dtype, device=t.device)
-    cos, sin = torch.cos(t[..., None] * m), torch.sin(t[..., None] * m)
-    diag, anti = diag.to(t.dtype), anti.to(t.dtype)
-    return cos @ diag[0] + sin @ diag[1], cos @ anti[0] + sin @ anti[1], sigma
-
-
-def wigner_D_blocks_euler_yxy(alpha: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor,
+def wigner_D_blocks_euler_zyz(phi: torch.Tensor, theta: torch.Tensor, psi: torch.Tensor,
                               lmax: int) -> list[torch.Tensor]:
-    """Wigner-D blocks of ``Ry(alpha) Rx(beta) Ry(gamma)`` (e3nn's Euler convention): (...) radians ->
-    list of (..., 2l+1, 2l+1).  The y factors are sparse (applied element-wise), the x factor dense."""
+    """Wigner-D blocks of ``Rz(phi) Ry(theta) Rz(psi)``: (...) radians -> list of (..., 2l+1, 2l+1)."""
     out = []
     for l in range(lmax + 1):
         if l == 0:
-            out.append(torch.ones(alpha.shape + (1, 1), dtype=alpha.dtype, device=alpha.device))
+            out.append(torch.ones(phi.shape + (1, 1), dtype=phi.dtype, device=phi.device))
             continue
-        M = _axis_blocks(beta, l, 0)  # D(Rx(beta))
-        da, oa, sigma = _y_factors(alpha, l)
-        M = da[..., :, None] * M + oa[..., :, None] * M[..., sigma, :]  # D(Ry(alpha)) @ M
-        dc, oc, _ = _y_factors(gamma, l)
-        M = M * dc[..., None, :] + M[..., :, sigma] * oc[..., None, sigma]  # M @ D(Ry(gamma))
-        out.append(M)
+        out.append(axis_rotation_blocks(phi, l, 2) @ axis_rotation_blocks(theta, l, 1)
+                   @ axis_rotation_blocks(psi, l, 2))
     return out
-
-
-_Q_ZYZ_TO_YXY = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])  # Q Rz Q^T = Ry, Q Ry Q^T = Rx
-
-
-def matrix_to_euler_yxy(R: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """e3nn Euler angles (alpha, beta, gamma), ``R = Ry(alpha) Rx(beta) Ry(gamma)``, beta in [0, pi]; radians."""
-    _check_rot(R)
-    Q = _Q_ZYZ_TO_YXY.to(dtype=R.dtype, device=R.device)
-    return matrix_to_euler_zyz(Q.T @ R @ Q)
 
 
 def wigner_D_blocks(R: torch.Tensor, lmax: int) -> list[torch.Tensor]:
     """Real Wigner-D matrices D^l(R) for l = 0..lmax.
 
-    Computed from e3nn's YXY Euler angles as ``D(Ry) D(Rx) D(Ry)``, each factor a closed-form sum of cos/sin of
-    m * angle (no matrix exponentials); the y factors are sparse.
+    Computed from ZYZ Euler angles as ``D(Rz) D(Ry) D(Rz)``, each factor a closed-form sum of cos/sin of
+    m * angle (no matrix exponentials).
 
     Args:
         R: (..., 3, 3) rotation matrices (float32 or float64; computed in at least float32, autocast disabled).
@@ -214,7 +173,7 @@ def wigner_D_blocks(R: torch.Tensor, lmax: int) -> list[torch.Tensor]:
     _check_rot(R)
     dtype = R.dtype if R.dtype in (torch.float32, torch.float64) else torch.float32
     with torch.autocast(R.device.type, enabled=False):
-        return wigner_D_blocks_euler_yxy(*matrix_to_euler_yxy(R.to(dtype)), lmax)
+        return wigner_D_blocks_euler_zyz(*matrix_to_euler_zyz(R.to(dtype)), lmax)
 
 
 def _blocks_from_axis_angle(w: torch.Tensor, lmax: int) -> list[torch.Tensor]:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 from torch import nn
 
 from speedpose.errors import ShapeError
 from speedpose.geometry.rotations import matrix_to_quat_wxyz
-from speedpose.geometry.so3_grids import so3_healpix_rotations, so3_healpix_size
-from speedpose.geometry.wigner import n_so3_coeffs, wigner_features
+from speedpose.geometry.so3_grids import so3_healpix_rotations, so3_healpix_size, so3_healpix_wigner_features
+from speedpose.geometry.wigner import n_so3_coeffs
 
 __all__ = ["SO3GridSignal", "check_coeffs"]
 
@@ -18,6 +20,15 @@ def check_coeffs(coeffs: torch.Tensor, lmax: int) -> None:
     n = n_so3_coeffs(lmax)
     if not isinstance(coeffs, torch.Tensor) or coeffs.ndim != 2 or coeffs.shape[1] != n:
         raise ShapeError(f"coeffs: expected shape (B, {n}) for lmax {lmax}, got {tuple(getattr(coeffs, 'shape', ()))}")
+
+
+@lru_cache(maxsize=2)
+def _grid_tensors(level: int, lmax: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CPU float32 (rotations, quaternions, Wigner matrix) of a grid; shared by all modules of the process (the
+    tensors are read-only buffers; ``.to(device)`` makes copies)."""
+    R64 = so3_healpix_rotations(level)
+    wigner = so3_healpix_wigner_features(level, lmax, torch.float64).float().T.contiguous()
+    return R64.float(), matrix_to_quat_wxyz(R64).float(), wigner
 
 
 class SO3GridSignal(nn.Module):
@@ -35,11 +46,10 @@ class SO3GridSignal(nn.Module):
         super().__init__()
         self.level, self.lmax = int(level), int(lmax)
         self.size = so3_healpix_size(level)
-        R64 = so3_healpix_rotations(level)
-        self.register_buffer("rotations", R64.float(), persistent=False)
-        self.register_buffer("quats_wxyz", matrix_to_quat_wxyz(R64).float(), persistent=False)
-        chunks = [wigner_features(R64[i:i + 8192], lmax).float() for i in range(0, len(R64), 8192)]
-        self.register_buffer("wigner", torch.cat(chunks).T.contiguous(), persistent=False)
+        rotations, quats, wigner = _grid_tensors(self.level, self.lmax)
+        self.register_buffer("rotations", rotations, persistent=False)
+        self.register_buffer("quats_wxyz", quats, persistent=False)
+        self.register_buffer("wigner", wigner, persistent=False)
 
     def logits(self, coeffs: torch.Tensor) -> torch.Tensor:
         """Signal values (unnormalised log-density) on the grid: (B, n_coeffs) -> (B, N) float32 (no autocast)."""

@@ -25,6 +25,7 @@ from speedpose.geometry.so3_grids import (
     so3_healpix_rotations,
     so3_healpix_size,
     so3_healpix_spacing_deg,
+    so3_healpix_wigner_table,
 )
 from speedpose.geometry.wigner import n_so3_coeffs, so3_degree_slices, so3_generators, wigner_D_blocks, wigner_features
 from speedpose.models.i2s.grid_signal import SO3GridSignal, check_coeffs
@@ -179,13 +180,14 @@ def predict_mode(coeffs: torch.Tensor, level: int = 5, top_k: int = 16, refine: 
 
 
 def _chunked_signal(coeffs: torch.Tensor, level: int, chunk: int):
+    """Yield (grid indices (M,), signal (B, M)) over the whole level-L grid, ~chunk rotations at a time."""
     lmax = lmax_of(coeffs)
-    n = so3_healpix_size(level)
+    npix, npsi = 12 * 4**level, 6 * 2**level
     c = coeffs.detach().float()
-    for start in range(0, n, chunk):
-        idx = torch.arange(start, min(start + chunk, n))
-        R = so3_healpix_rotations(level, idx, dtype=torch.float32, device=c.device)
-        yield start, R, c @ wigner_features(R, lmax).T
+    step = max(1, chunk // npsi)
+    for p0 in range(0, npix, step):
+        feats, index = so3_healpix_wigner_table(level, lmax, range(p0, min(p0 + step, npix)))
+        yield index.to(c.device), c @ feats.to(c.device).T
 
 
 def so3_distribution(coeffs: torch.Tensor, level: int = 3, chunk: int = 1 << 15
@@ -197,11 +199,11 @@ def so3_distribution(coeffs: torch.Tensor, level: int = 3, chunk: int = 1 << 15
     """
     check_coeffs(coeffs, lmax_of(coeffs))
     with torch.no_grad(), torch.autocast(coeffs.device.type, enabled=False):
-        Rs, vals = [], []
-        for _, R, v in _chunked_signal(coeffs, level, chunk):
-            Rs.append(R)
-            vals.append(v)
-        return torch.cat(Rs), torch.softmax(torch.cat(vals, dim=1), dim=1)
+        vals = torch.empty(coeffs.shape[0], so3_healpix_size(level), device=coeffs.device)
+        for index, v in _chunked_signal(coeffs, level, chunk):
+            vals[:, index] = v
+        R = so3_healpix_rotations(level, dtype=torch.float32, device=coeffs.device)
+        return R, torch.softmax(vals, dim=1)
 
 
 def dense_argmax(coeffs: torch.Tensor, level: int, chunk: int = 1 << 15) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,9 +215,9 @@ def dense_argmax(coeffs: torch.Tensor, level: int, chunk: int = 1 << 15) -> tupl
     with torch.no_grad(), torch.autocast(coeffs.device.type, enabled=False):
         best_v = torch.full((coeffs.shape[0],), -float("inf"), device=coeffs.device)
         best_i = torch.zeros(coeffs.shape[0], dtype=torch.int64, device=coeffs.device)
-        for start, _, v in _chunked_signal(coeffs, level, chunk):
+        for index, v in _chunked_signal(coeffs, level, chunk):
             cv, ci = v.max(dim=1)
             better = cv > best_v
             best_v = torch.where(better, cv, best_v)
-            best_i = torch.where(better, ci + start, best_i)
+            best_i = torch.where(better, index[ci], best_i)
         return best_i, best_v
