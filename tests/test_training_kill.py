@@ -55,8 +55,10 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
     assert 6 <= killed_at < 12 and not (run / "summary.json").exists()
     # a kill may leave a stray temporary file, but last.pt itself is complete: it loaded with weights_only=True
 
+    (run / ".last.pt.abc123.tmp").write_bytes(b"what a kill during torch.save leaves")
     summary = train_from_config(CONFIG, OVERRIDES, run, resume=True, progress=False)
     assert summary.resumed_from_step == killed_at and summary.global_step == 12
+    assert not list(run.glob(".*.tmp"))  # stray temporary files were cleaned up
 
     ref = tmp_path / "reference"
     cfg = load_config(CONFIG, [*OVERRIDES, "data.delay_s=0"])  # the delay does not change the trajectory

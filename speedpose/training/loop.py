@@ -316,6 +316,9 @@ class _Trainer:
                 self.say(f"no {last_path} yet: starting from scratch")
         log = MetricsLog(self.run_dir, enabled=ctx.is_main)
         if ctx.is_main:
+            for name in (LAST_NAME, BEST_NAME):  # temporary files of a writer killed mid-save
+                for stray in self.run_dir.glob(f".{name}.*.tmp"):
+                    stray.unlink(missing_ok=True)
             save_resolved(self.cfg, self.run_dir)
             log.truncate_after(self.global_step)
         run_model: nn.Module = self.model
