@@ -151,6 +151,74 @@ def augment(
         typer.echo(f"wrote {path}")
 
 
+@app.command()
+def evaluate(
+    run: Path = typer.Option(..., "--run", help="Run folder written by `speedpose train`."),
+    root: Path = typer.Option(..., "--root", help="SPEED+ root (preprocessed on demand when needed)."),
+    domain: str = typer.Option(..., "--domain", help="synthetic, lightbox or sunlamp."),
+    split: Optional[str] = typer.Option(None, "--split", help="synthetic: validation (default) or train."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best, last or a checkpoint FILE."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default <run>/eval/<domain>-<split>-"
+                                       "<checkpoint>)."),
+    prep: Optional[Path] = typer.Option(None, "--prep", help="Preprocessed folder (default: the root's cache)."),
+    device: str = typer.Option("auto", "--device", help="cpu | cuda | auto."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per batch (default: training's)."),
+) -> None:
+    """Score a run on one labelled domain; write report.json, per_image.csv, predictions.json, figures, report.html."""
+    from pipelines import evaluate as stage
+
+    report = stage.run(run, root, domain, split, checkpoint, out, prep, device, batch_size)
+    typer.echo(stage.format_report(report))
+
+
+@app.command()
+def submit(
+    run: Path = typer.Option(..., "--run", help="Run folder written by `speedpose train`."),
+    root: Path = typer.Option(..., "--root", help="SPEED+ root with lightbox/test.json and sunlamp/test.json."),
+    out: Path = typer.Option(Path("submission.csv"), "--out", help="The SPEC2021 CSV to write."),
+    json_out: bool = typer.Option(False, "--json", help="Also write <stem>_lightbox.json and <stem>_sunlamp.json."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best, last or a checkpoint FILE."),
+    prep: Optional[Path] = typer.Option(None, "--prep", help="Preprocessed folder (default: the root's cache)."),
+    device: str = typer.Option("auto", "--device", help="cpu | cuda | auto."),
+    allow_partial: bool = typer.Option(False, "--allow-partial", help="Write the lines of the images that could "
+                                       "be predicted when some could not (they are listed)."),
+) -> None:
+    """Predict every lightbox and sunlamp test image and write the SPEC2021 submission CSV (validated first)."""
+    from pipelines import submit as stage
+
+    summary = stage.run(run, root, out, json_out, checkpoint, prep, device, allow_partial=allow_partial)
+    typer.echo(stage.format_summary(summary))
+
+
+@app.command()
+def predict(
+    images: list[Path] = typer.Argument(..., help="Image files or folders (SPEED+ frames, 1920x1200)."),
+    run: Path = typer.Option(..., "--run", help="Run folder written by `speedpose train`."),
+    camera: Optional[Path] = typer.Option(None, "--camera", help="camera.json of the images (default: SPEED+'s)."),
+    out: Path = typer.Option(Path("predictions"), "--out", help="Folder of the overlays and distribution plots."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best, last or a checkpoint FILE."),
+    device: str = typer.Option("auto", "--device", help="cpu | cuda | auto."),
+) -> None:
+    """Pose, confidence, overlay PNG and SO(3) distribution plot per image; one JSON line per image on stdout."""
+    import json
+
+    from pipelines import predict as stage
+
+    for rec in stage.run(images, run, camera, out, checkpoint, device, progress=False):
+        typer.echo(json.dumps(rec))
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo"), "--out", help="Folder of everything the demo makes (reused on re-runs)."),
+    minutes: float = typer.Option(15.0, "--minutes", help="Total time budget [min], rendering included."),
+) -> None:
+    """Render a small stand-in, preprocess, train within the budget, evaluate, submit, print the scores."""
+    from pipelines import demo as stage
+
+    typer.echo(stage.format_summary(stage.run(out, minutes)))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -1,0 +1,201 @@
+"""Stage `evaluate`: score a trained run on one labelled domain and write a report.
+
+Inputs: a run folder (``speedpose train``), a SPEED+ root (preprocessed on demand: ``speedpose preprocess`` is run
+for the domain when its split is not preprocessed yet; it is cached, so this is a no-op the second time).
+Outputs in ``out`` (default ``<run>/eval/<domain>-<split>-<checkpoint>``):
+
+* ``report.json``: run, checkpoint, step, config hash, dataset root and fingerprint, the SPEC2021 score (thresholds on
+  lightbox/sunlamp, none on synthetic, as :mod:`speedpose.scoring`), E_T [m] and E_R [deg] means and medians,
+  Acc@2/5/10 deg, localisation IoU, and the same per distance bin and per truncation;
+* ``per_image.csv``: one row per image (:func:`speedpose.report.per_image_table`, plus ``index`` and ``loc_score``);
+* ``predictions.json``: the estimates in the label schema (``speedpose score predictions.json --domain D`` gives
+  the same score);
+* ``figures/``: error histograms, errors versus distance, overlays of the worst and best images, SO(3)
+  distribution plots; ``report.html`` shows them all.
+
+Inference runs in resumable chunks (``out/.cache``, discarded when the run, checkpoint, config or dataset changes).
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from speedpose.data.loader import PreprocessedSplit, open_split
+from speedpose.errors import InputError, SpeedposeError
+from speedpose.geometry.rotations import quat_wxyz_to_matrix
+from speedpose.io_utils import atomic_path, atomic_write_json
+from speedpose.labels import DOMAINS, PoseLabel
+from speedpose.pose.run import load_run
+from speedpose.scoring import default_thresholds, score_poses
+from speedpose.submission import write_predictions_json
+
+from pipelines.predict import distributions_in_camera, predict_cached, resolve_device
+
+DEFAULT_SPLIT = {"synthetic": "validation", "lightbox": "test", "sunlamp": "test"}
+
+
+def open_or_preprocess(root: Path, domain: str, split: str, prep_dir: Path | None = None,
+                       progress: bool = True) -> PreprocessedSplit:
+    """Open ``domain/split`` preprocessed in ``prep_dir`` (default: the root's cache folder); preprocess the
+    domain first when it is not (with the defaults of ``speedpose preprocess``)."""
+    where = Path(prep_dir) if prep_dir is not None else Path(root)
+    try:
+        return open_split(where, domain, split, root=root)
+    except InputError:
+        from pipelines import preprocess
+
+        if progress:
+            print(f"{domain}/{split} is not preprocessed yet: running `speedpose preprocess` for {domain}")
+        preprocess.run(root, out=prep_dir, domains=(domain,), progress=progress)
+        return open_split(where, domain, split, root=root)
+
+
+def inference_key(loaded, split: PreprocessedSplit, batch_size: int) -> dict:
+    """What a cached prediction depends on."""
+    st = loaded.checkpoint.stat()
+    return {"run": str(Path(loaded.run_dir).resolve()), "checkpoint": str(loaded.checkpoint.resolve()),
+            "checkpoint_stat": [st.st_size, st.st_mtime_ns], "config_hash": loaded.config_hash,
+            "dataset": split.manifest["fingerprints"]["inputs"], "domain": split.domain, "split": split.split,
+            "batch_size": batch_size}
+
+
+def _frame(split: PreprocessedSplit, i: int) -> np.ndarray:
+    """The full-resolution frame; the preprocessed image scaled up when the original JPEG is not available."""
+    try:
+        return split.full_image(i)
+    except InputError:
+        return cv2.resize(split.image(i), (split.camera.width, split.camera.height), interpolation=cv2.INTER_LINEAR)
+
+
+def select_examples(df, n: int) -> tuple[list[int], list[int]]:
+    """Row positions of the ``n`` worst and ``n`` best images by score (ties broken by position)."""
+    order = np.lexsort((np.arange(len(df)), df["score"].to_numpy()))
+    n = min(n, len(df))
+    return [int(k) for k in order[::-1][:n]], [int(k) for k in order[:n]]
+
+
+def run(run_dir: Path, root: Path, domain: str, split: str | None = None, checkpoint: str = "best",
+        out: Path | None = None, prep_dir: Path | None = None, device: str | None = "auto",
+        batch_size: int | None = None, n_examples: int = 6, n_distributions: int = 4,
+        progress: bool = True) -> dict:
+    """Evaluate ``run_dir`` on ``domain`` (see the module docstring); returns the content of report.json."""
+    from speedpose.report import (breakdowns, error_histograms, errors_vs_distance, per_image_table, pose_overlay,
+                                  so3_distribution_plot, summarise, write_png, write_report_html)
+
+    if domain not in DOMAINS:
+        raise InputError(f"--domain: expected one of {', '.join(DOMAINS)}, got {domain!r}")
+    split = split or DEFAULT_SPLIT[domain]
+    if domain != "synthetic" and split != "test":
+        raise InputError(f"--split: domain {domain} has only the split 'test', got {split!r}")
+    if domain == "synthetic" and split not in ("train", "validation"):
+        raise InputError(f"--split: synthetic has the splits train and validation, got {split!r}")
+    root = Path(root)
+    loaded = load_run(run_dir, checkpoint)
+    data = open_or_preprocess(root, domain, split, prep_dir, progress)
+    if len(data) == 0:
+        raise InputError(f"{domain}/{split} holds no usable image", data.directory)
+    if not data.labelled.all():
+        raise InputError(f"{domain}/{split} has {int((~data.labelled).sum())} unlabelled image(s): evaluate needs "
+                         "poses (use `speedpose submit` for unlabelled test sets)", data.directory)
+    dev = resolve_device(device)
+    bs = int(batch_size or loaded.cfg.train.batch_size)
+    if bs < 1:
+        raise InputError(f"--batch-size: expected at least 1, got {bs}")
+    out = Path(out) if out is not None else Path(run_dir) / "eval" / f"{domain}-{split}-{loaded.checkpoint.stem}"
+    model = loaded.model.to(dev)
+    idx = np.arange(len(data))
+    pred = predict_cached(model, data, idx, loaded.cfg, dev, bs, out / ".cache",
+                          inference_key(loaded, data, bs), progress, desc=f"evaluate {domain}")
+    thresholds = default_thresholds(domain)
+    names = data.filenames
+    df = per_image_table(names, pred.q_wxyz, pred.r_cam_m, data.q_wxyz, data.r_cam_m, thresholds,
+                         truncated=data.records["truncated"].fillna(False).to_numpy(dtype=bool),
+                         box_pred_xyxy=pred.box_xyxy, box_true_xyxy=data.kp_box(clipped=False),
+                         confidence=pred.confidence)
+    df.insert(1, "index", idx)
+    df["loc_score"] = pred.loc_score
+    finite = np.isfinite(pred.q_wxyz).all(axis=1) & np.isfinite(pred.r_cam_m).all(axis=1)
+    if not finite.all():
+        raise SpeedposeError(f"{int((~finite).sum())} non-finite prediction(s) in {domain}/{split}, e.g. "
+                             f"{names[int(np.flatnonzero(~finite)[0])]}: the checkpoint is broken")
+    official = score_poses(pred.q_wxyz, pred.r_cam_m, data.q_wxyz, data.r_cam_m, thresholds)
+
+    figs = out / "figures"
+    figs.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "per_image.csv") as tmp:
+        df.to_csv(tmp, index=False, float_format="%.9g")
+    write_predictions_json(out / "predictions.json",
+                           [PoseLabel(n, q, r) for n, q, r in zip(names, pred.q_wxyz, pred.r_cam_m)])
+    figures = [(str(error_histograms(df, figs / "error_histograms.png", f"{domain}/{split}: {len(df)} images")
+                    .relative_to(out)), "rotation and translation errors"),
+               (str(errors_vs_distance(df, figs / "errors_vs_distance.png", f"{domain}/{split}")
+                    .relative_to(out)), "errors versus the true distance (red triangles: truncated spacecraft)")]
+    worst, best = select_examples(df, n_examples)
+    examples = {"worst": [], "best": []}
+    for kind, rows in (("worst", worst), ("best", best)):
+        for rank, k in enumerate(rows):
+            r = df.iloc[k]
+            text = (f"{r['filename']}  score {r['score']:.3f}  E_R {r['e_r_deg']:.1f} deg  E_T {r['e_t_m']:.2f} m\n"
+                    f"|r| {r['distance_m']:.2f} m{'  truncated' if r.get('truncated') else ''}")
+            img = pose_overlay(_frame(data, k), data.camera, pred.q_wxyz[k], pred.r_cam_m[k], data.q_wxyz[k],
+                               data.r_cam_m[k], pred.box_xyxy[k], text=text)
+            f = figs / f"{kind}_{rank:02d}_{Path(r['filename']).stem}.png"
+            write_png(f, img)
+            examples[kind].append((str(f.relative_to(out)), f"{kind} #{rank + 1}: {r['filename']}, score "
+                                   f"{r['score']:.4f}, E_R {r['e_r_deg']:.2f} deg, E_T {r['e_t_m']:.3f} m"))
+    # distributions: the best and the worst images, then from the middle of the ranking
+    order = np.argsort(df["score"].to_numpy(), kind="stable")
+    picks = list(dict.fromkeys([int(order[0]), int(order[-1]), int(order[len(order) // 2]),
+                                int(order[len(order) // 4])]))[:n_distributions]
+    dists = []
+    if picks:
+        pd_pred, R_grid, probs = distributions_in_camera(model, data, picks, loaded.cfg, dev)
+        for j, k in enumerate(picks):
+            r = df.iloc[k]
+            f = figs / f"so3_{Path(r['filename']).stem}.png"
+            so3_distribution_plot(R_grid[j], probs[j], f, R_true=quat_wxyz_to_matrix(data.q_wxyz[k]),
+                                  R_pred=quat_wxyz_to_matrix(pd_pred.q_wxyz[j]),
+                                  title=f"{r['filename']}: E_R {r['e_r_deg']:.1f} deg, confidence "
+                                        f"{r['confidence']:.2f}")
+            dists.append((str(f.relative_to(out)), f"{r['filename']} (score {r['score']:.3f}): predicted "
+                          "distribution in the camera frame; circle = truth, cross = estimate"))
+
+    report = {
+        "domain": domain, "split": split, "thresholds": thresholds,
+        "run": {"dir": str(Path(run_dir).resolve()), "checkpoint": str(loaded.checkpoint.resolve()),
+                "step": loaded.step, "config_hash": loaded.config_hash, "config_name": loaded.cfg.description},
+        "dataset": {"root": str(root.resolve()), "preprocessed": str(data.directory),
+                    "fingerprint": data.manifest["fingerprints"]["inputs"],
+                    "images": len(data), "rejected_by_preprocess": int(data.manifest["counts"]["rejected"])},
+        "device": str(dev), "batch_size": bs,
+        "metrics": summarise(df), "spec2021": official.to_dict(), "breakdowns": breakdowns(df),
+        "files": {"per_image": "per_image.csv", "predictions": "predictions.json", "html": "report.html",
+                  "figures": [f for f, _ in figures], "worst": [f for f, _ in examples["worst"]],
+                  "best": [f for f, _ in examples["best"]], "distributions": [f for f, _ in dists]},
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_report_html(out / "report.html", report, figures, examples["worst"], examples["best"], dists)
+    atomic_write_json(out / "report.json", report)
+    shutil.rmtree(out / ".cache", ignore_errors=True)
+    report["out"] = str(out)
+    return report
+
+
+def format_report(report: dict) -> str:
+    """A few lines for the terminal."""
+    m = report["metrics"]
+    lines = [f"{report['domain']}/{report['split']}: {m['count']} images, checkpoint "
+             f"{Path(report['run']['checkpoint']).name} (step {report['run']['step']})",
+             f"score {m['score']:.4f} (orientation {m['score_orientation']:.4f} + position {m['score_position']:.4f}; "
+             f"thresholds {'on' if report['thresholds'] else 'off'})",
+             f"E_T mean {m['e_t_mean_m']:.3f} m, median {m['e_t_median_m']:.3f} m; E_R mean {m['e_r_mean_deg']:.2f} "
+             f"deg, median {m['e_r_median_deg']:.2f} deg",
+             "Acc@2/5/10 deg " + "/".join(f"{m[k]:.3f}" for k in ("acc@2", "acc@5", "acc@10"))
+             + (f"; localisation IoU {m['loc_iou']:.3f}" if "loc_iou" in m else ""),
+             f"report: {Path(report['out']) / 'report.html'}"]
+    return "\n".join(lines)

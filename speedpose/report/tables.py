@@ -1,0 +1,124 @@
+"""Per-image tables and their summaries: the numbers of ``speedpose evaluate``.
+
+Every number comes from :mod:`speedpose.scoring` (the SPEC2021 score, with or without the lightbox/sunlamp
+thresholds): the per-image table holds the errors of each image, and :func:`summarise` / :func:`breakdowns`
+aggregate that table, so the report and ``per_image.csv`` agree by construction.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from speedpose.scoring import accuracy_at_deg, per_image_scores
+
+#: distance bins [m] of the breakdown (SPEED+ distances span about 2.2 to 10 m)
+DISTANCE_BINS_M = (0.0, 4.0, 6.0, 8.0, math.inf)
+#: rotation-accuracy thresholds [deg]
+ACC_THRESHOLDS_DEG = (2.0, 5.0, 10.0)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of (N, 4) boxes (x0, y0, x1, y1) [px]; NaN where a box is NaN. -> (N,)"""
+    ix = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
+    inter = ix * iy
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a + area_b - inter, 1e-9)
+
+
+def per_image_table(filenames, q_est_wxyz: np.ndarray, r_est_m: np.ndarray, q_gt_wxyz: np.ndarray,
+                    r_gt_m: np.ndarray, thresholds: bool, truncated: np.ndarray | None = None,
+                    box_pred_xyxy: np.ndarray | None = None, box_true_xyxy: np.ndarray | None = None,
+                    confidence: np.ndarray | None = None) -> pd.DataFrame:
+    """One row per image with its pose, its errors and its score.
+
+    Args:
+        filenames: (N,) file names.
+        q_est_wxyz, q_gt_wxyz: (N, 4) scalar-first quaternions (camera frame <- body frame).
+        r_est_m, r_gt_m: (N, 3) body origin in the camera frame [m].
+        thresholds: apply the SPEC2021 thresholds (lightbox/sunlamp) or not (synthetic).
+        truncated: (N,) bool, a keypoint outside the frame.
+        box_pred_xyxy, box_true_xyxy: (N, 4) predicted and true keypoint boxes [full-resolution px].
+        confidence: (N,) probability mass near the rotation mode.
+    Returns:
+        DataFrame with columns ``filename``, ``q_w..q_z`` (estimate), ``r_x_m..r_z_m`` (estimate),
+        ``gt_q_w..gt_q_z``, ``gt_r_x_m..gt_r_z_m``, ``distance_m`` (true |r|), ``e_t_m``, ``e_t_rel``,
+        ``e_r_deg``, ``score_orientation``, ``score_position``, ``score`` and, when given, ``truncated``,
+        ``loc_iou``, ``confidence``.
+    """
+    s = per_image_scores(q_est_wxyz, r_est_m, q_gt_wxyz, r_gt_m, thresholds)
+    q_est, r_est = np.asarray(q_est_wxyz, float), np.asarray(r_est_m, float)
+    q_gt, r_gt = np.asarray(q_gt_wxyz, float), np.asarray(r_gt_m, float)
+    df = pd.DataFrame({"filename": list(filenames)})
+    for k, c in enumerate("wxyz"):
+        df[f"q_{c}"] = q_est[:, k]
+    for k, c in enumerate("xyz"):
+        df[f"r_{c}_m"] = r_est[:, k]
+    for k, c in enumerate("wxyz"):
+        df[f"gt_q_{c}"] = q_gt[:, k]
+    for k, c in enumerate("xyz"):
+        df[f"gt_r_{c}_m"] = r_gt[:, k]
+    df["distance_m"] = np.linalg.norm(r_gt, axis=1)
+    df["e_t_m"] = s["e_t_m"]
+    df["e_t_rel"] = s["e_t_rel"]
+    df["e_r_deg"] = np.degrees(s["e_q_rad"])
+    df["score_orientation"] = s["score_q"]
+    df["score_position"] = s["score_t"]
+    df["score"] = s["score"]
+    if truncated is not None:
+        df["truncated"] = np.asarray(truncated, dtype=bool)
+    if box_pred_xyxy is not None and box_true_xyxy is not None:
+        df["loc_iou"] = box_iou(np.asarray(box_pred_xyxy, float), np.asarray(box_true_xyxy, float))
+    if confidence is not None:
+        df["confidence"] = np.asarray(confidence, dtype=float)
+    return df
+
+
+def summarise(df: pd.DataFrame) -> dict[str, float]:
+    """Aggregates of a per-image table: ``score`` (+ its orientation/position parts), E_T [m] and E_R [deg] means
+    and medians, ``acc@2/5/10`` [fraction of images], mean ``loc_iou`` when present, ``count``."""
+    if len(df) == 0:
+        return {"count": 0}
+    out = {"count": int(len(df)), "score": float(df["score"].mean()),
+           "score_orientation": float(df["score_orientation"].mean()),
+           "score_position": float(df["score_position"].mean()),
+           "e_t_mean_m": float(df["e_t_m"].mean()), "e_t_median_m": float(df["e_t_m"].median()),
+           "e_r_mean_deg": float(df["e_r_deg"].mean()), "e_r_median_deg": float(df["e_r_deg"].median())}
+    out.update(accuracy_at_deg(np.radians(df["e_r_deg"].to_numpy()), ACC_THRESHOLDS_DEG))
+    if "loc_iou" in df and df["loc_iou"].notna().any():
+        out["loc_iou"] = float(df["loc_iou"].mean())
+    return out
+
+
+def distance_bin_labels(bins=DISTANCE_BINS_M) -> list[str]:
+    """``["<4 m", "4-6 m", ...]`` for the bin edges."""
+    labels = []
+    for lo, hi in zip(bins[:-1], bins[1:]):
+        if lo <= 0:
+            labels.append(f"<{hi:g} m")
+        elif math.isinf(hi):
+            labels.append(f">={lo:g} m")
+        else:
+            labels.append(f"{lo:g}-{hi:g} m")
+    return labels
+
+
+def breakdowns(df: pd.DataFrame, bins=DISTANCE_BINS_M) -> dict[str, dict[str, dict[str, float]]]:
+    """:func:`summarise` per true-distance bin and per truncation (``truncated`` / ``whole``); empty groups are
+    left out."""
+    out: dict[str, dict[str, dict[str, float]]] = {"distance": {}, "truncation": {}}
+    cut = pd.cut(df["distance_m"], list(bins), right=False, labels=distance_bin_labels(bins))
+    for label in cut.cat.categories:
+        part = df[cut == label]
+        if len(part):
+            out["distance"][str(label)] = summarise(part)
+    if "truncated" in df:
+        for name, flag in (("truncated", True), ("whole", False)):
+            part = df[df["truncated"] == flag]
+            if len(part):
+                out["truncation"][name] = summarise(part)
+    return out
