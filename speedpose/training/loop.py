@@ -164,6 +164,10 @@ class _Trainer:
         self._data_wait = 0.0
         self._signal = False
 
+    def on_sigterm(self, signum: int, frame: Any) -> None:
+        """Signal handler: stop at the next step boundary (with a checkpoint)."""
+        self._signal = True
+
     # ---------------------------------------------------------------------------------------------- messages
     def say(self, text: str) -> None:
         if self.ctx.is_main and self.progress is not False:
@@ -422,7 +426,8 @@ def fit(task: Any, cfg: ExperimentConfig, run_dir: str | Path, resume: bool = Fa
     ctx = setup_distributed(tcfg.device, tcfg.dist_timeout_min)
     prev_det = torch.are_deterministic_algorithms_enabled()
     prev_bench = torch.backends.cudnn.benchmark
-    old_handler = None
+    old_handler: Any = None
+    installed = False
     trainer: _Trainer | None = None
     try:
         if tcfg.deterministic:
@@ -433,13 +438,12 @@ def fit(task: Any, cfg: ExperimentConfig, run_dir: str | Path, resume: bool = Fa
         run_dir.mkdir(parents=True, exist_ok=True)
         trainer = _Trainer(task, cfg, run_dir, ctx, progress)
         if threading.current_thread() is threading.main_thread():
-            def _on_sigterm(signum: int, frame: Any) -> None:
-                trainer._signal = True  # type: ignore[union-attr]
-            old_handler = signal.signal(signal.SIGTERM, _on_sigterm)
+            old_handler = signal.signal(signal.SIGTERM, trainer.on_sigterm)
+            installed = True
         return trainer.run(resume, t0)
     finally:
-        if old_handler is not None:
-            signal.signal(signal.SIGTERM, old_handler)
+        if installed:
+            signal.signal(signal.SIGTERM, old_handler if old_handler is not None else signal.SIG_DFL)
         torch.use_deterministic_algorithms(prev_det)
         torch.backends.cudnn.benchmark = prev_bench
         del trainer  # shuts persistent DataLoader workers down before the process group goes
