@@ -141,8 +141,11 @@ def axis_rotation_blocks(t: torch.Tensor, l: int, axis: int) -> torch.Tensor:
     """``D^l`` of rotations by angles t (...) [radians] about axis 0 (x), 1 (y) or 2 (z): (..., 2l+1, 2l+1)."""
     E = _axis_expansion_f64(l, axis).to(dtype=t.dtype, device=t.device)
     m = torch.arange(l + 1, dtype=t.dtype, device=t.device)
-    mt = t[..., None] * m
-    return torch.einsum("...m,mij->...ij", torch.cos(mt), E[0]) + torch.einsum("...m,mij->...ij", torch.sin(mt), E[1])
+    mt = t.reshape(-1, 1) * m  # (n, l+1)
+    d = 2 * l + 1
+    # one GEMM [cos | sin] @ [E0; E1] (einsum with batch dims would dispatch to a slow bmm)
+    out = torch.cat([torch.cos(mt), torch.sin(mt)], dim=1) @ E.reshape(2 * (l + 1), d * d)
+    return out.reshape(tuple(t.shape) + (d, d))
 
 
 def wigner_D_blocks_euler_zyz(phi: torch.Tensor, theta: torch.Tensor, psi: torch.Tensor,
