@@ -343,3 +343,14 @@ def test_interrupted_run_resumes(dataset, tmp_path, monkeypatch):
     stage.run(dataset, out=fresh, domains=("lightbox",), workers=1, progress=False)
     np.testing.assert_array_equal(np.asarray(open_split(out, "lightbox", "test").images),
                                   np.asarray(open_split(fresh, "lightbox", "test").images))
+
+
+def test_empty_and_all_rejected_splits(dataset, tmp_path):
+    (dataset / "synthetic" / "validation.json").write_text("[]")
+    _edit_labels(dataset, lambda recs: [r.update({R: [0.0, 0.0, -1.0]}) for r in recs])
+    out = tmp_path / "out"
+    summaries = stage.run(dataset, out=out, workers=1, skip_bad=True, progress=False)
+    assert {(s.domain, s.records, s.rejected) for s in summaries} == {("synthetic", 0, 0), ("lightbox", 0, 8)}
+    for d, s in (("synthetic", "validation"), ("lightbox", "test")):
+        sp = open_split(out, d, s)
+        assert len(sp) == 0 and sp.kp_uv.shape == (0, 11, 2) and sp.q_wxyz.shape == (0, 4)

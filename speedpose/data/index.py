@@ -87,7 +87,7 @@ def build_index(records: PoseRecords, camera: Camera, image_rows: np.ndarray,
     cols.update({c: qc[:, j] for j, c in enumerate(QC_COLUMNS)})
     cols.update({c: r[:, j] for j, c in enumerate(R_COLUMNS)})
     cols["distance_m"] = np.linalg.norm(r, axis=-1)
-    flat = kp.reshape(n, -1)
+    flat = kp.reshape(n, 2 * N_KEYPOINTS)
     cols.update({c: flat[:, j] for j, c in enumerate(KP_COLUMNS)})
     cols.update({c: box[:, j] for j, c in enumerate(KP_BOX_COLUMNS)})
     cols.update({c: box_clip[:, j] for j, c in enumerate(KP_BOX_CLIP_COLUMNS)})
