@@ -32,7 +32,8 @@ class EvalConfig(ConfigModel):
 
     log_likelihood: bool = Field(False, description="also report the log-likelihood of the true rotation "
                                  "(SYMSOL-style; normaliser on the training grid)")
-    batch_size: int = Field(32, ge=1, description="images per forward pass during validation / evaluation")
+    batch_size: int = Field(32, ge=1, description="images per forward pass of `speedpose evaluate "
+                            "--dataset` (validation during training uses train.batch_size)")
 
 
 class ModelNet10DataConfig(ConfigModel):

@@ -68,6 +68,39 @@ def predict_rotations(model: BenchmarkModel, batches: Iterable[dict], log_likeli
                        rotation_errors_deg(cat["R_pred"], cat["R_true"]), cat["ll"])
 
 
+def make_adapter(cfg: BenchmarkExperiment) -> ModelNet10Adapter | Pascal3DAdapter:
+    """The dataset adapter of an experiment (its ``data.root``; InputError when unset)."""
+    if not cfg.data.root:
+        raise InputError(f"no dataset: pass --root DIR (the {cfg.task} data folder) or set data.root")
+    if isinstance(cfg, ModelNet10Experiment):
+        return ModelNet10Adapter(cfg.data.root)
+    return Pascal3DAdapter(cfg.data.root, cfg.data.synthetic_root)
+
+
+def class_names(cfg: BenchmarkExperiment) -> tuple[str, ...]:
+    """The class names of an experiment's dataset."""
+    return MODELNET10_CLASSES if isinstance(cfg, ModelNet10Experiment) else PASCAL3D_CLASSES
+
+
+def make_dataset(cfg: BenchmarkExperiment, records: CategoryRecords, indices: np.ndarray | None = None,
+                 train: bool = False) -> Dataset:
+    """Samples of ``records`` (all, or ``indices``) at the config's image size; augmented when ``train``."""
+    idx = np.arange(len(records)) if indices is None else np.asarray(indices)
+    d = cfg.data
+    if isinstance(cfg, ModelNet10Experiment):
+        return ModelNet10Samples(records, idx, d.image_size)
+    if train:
+        return Pascal3DSamples(records, idx, d.image_size, d.margin, True, d.mirror, d.roll_std_deg, d.box_jitter)
+    return Pascal3DSamples(records, idx, d.image_size, d.margin)
+
+
+def build_model(cfg: BenchmarkExperiment, pretrained: bool | str | None = None) -> BenchmarkModel:
+    """The experiment's model (``pretrained`` overrides ``model.pretrained``, e.g. False before loading a run)."""
+    m = cfg.model
+    return BenchmarkModel(m.encoder, m.pretrained if pretrained is None else pretrained, m.i2s, cfg.data.image_size,
+                          len(class_names(cfg)), m.class_conditioned)
+
+
 class BenchmarkTask:
     """Trains :class:`BenchmarkModel` on ModelNet10-SO(3) or PASCAL3D+ and validates with the benchmark metrics
     (class-averaged Acc@15, Acc@30, median error; best.pt = lowest class-averaged median)."""
@@ -76,59 +109,34 @@ class BenchmarkTask:
     best_mode = "min"
 
     def __init__(self, cfg: BenchmarkExperiment):
-        if not cfg.data.root:
-            raise InputError(f"no dataset: pass --root DIR (the {cfg.task} data folder) or set data.root")
         self.cfg = cfg
-        self.is_modelnet = isinstance(cfg, ModelNet10Experiment)
-        if self.is_modelnet:
-            self.adapter = ModelNet10Adapter(cfg.data.root)
-            self.class_names = MODELNET10_CLASSES
-            self.train_records = self.adapter.get_records(cfg.data.train_split)
-        else:
-            self.adapter = Pascal3DAdapter(cfg.data.root, cfg.data.synthetic_root)
-            self.class_names = PASCAL3D_CLASSES
-            self.train_records = self.adapter.get_records("train")
+        self.adapter = make_adapter(cfg)
+        self.class_names = class_names(cfg)
+        train_split = cfg.data.train_split if isinstance(cfg, ModelNet10Experiment) else "train"
+        self.train_records = self.adapter.get_records(train_split)
         self.val_records = self.adapter.get_records(cfg.data.val_split)
         if len(self.train_records) == 0:
             raise InputError(f"{cfg.task}: the training split has no usable record", cfg.data.root)
 
-    # ------------------------------------------------------------------------------------------- datasets
-    def dataset(self, records: CategoryRecords, indices: np.ndarray | None = None, train: bool = False) -> Dataset:
-        """Samples of ``records`` (all, or ``indices``) with the config's image size; augmented when ``train``."""
-        idx = np.arange(len(records)) if indices is None else indices
-        d = self.cfg.data
-        if self.is_modelnet:
-            return ModelNet10Samples(records, idx, d.image_size)
-        if train:
-            return Pascal3DSamples(records, idx, d.image_size, d.margin, True, d.mirror, d.roll_std_deg,
-                                   d.box_jitter)
-        return Pascal3DSamples(records, idx, d.image_size, d.margin)
-
-    def records(self, split: str) -> CategoryRecords:
-        """The records of ``split`` (``train``/``test``/...; for evaluation)."""
-        return self.adapter.get_records(split)
-
     # ------------------------------------------------------------------------------------------- Task protocol
     def build_model(self) -> BenchmarkModel:
-        m = self.cfg.model
-        return BenchmarkModel(m.encoder, m.pretrained, m.i2s, self.cfg.data.image_size, len(self.class_names),
-                              m.class_conditioned)
+        return build_model(self.cfg)
 
     def train_dataset(self) -> Dataset:
-        real = self.dataset(self.train_records, train=True)
-        if self.is_modelnet or not self.cfg.data.synthetic_root or self.cfg.data.synthetic_fraction == 0:
+        real = make_dataset(self.cfg, self.train_records, train=True)
+        d = self.cfg.data
+        if isinstance(self.cfg, ModelNet10Experiment) or not d.synthetic_root or d.synthetic_fraction == 0:
             return real
-        synthetic = self.dataset(self.adapter.get_records("synthetic"), train=True)
-        return MixedSamples(real, synthetic, self.cfg.data.synthetic_fraction)
+        synthetic = make_dataset(self.cfg, self.adapter.get_records("synthetic"), train=True)
+        return MixedSamples(real, synthetic, d.synthetic_fraction)
 
     def val_dataset(self) -> Dataset:
-        return self.dataset(self.val_records, evenly_spaced(len(self.val_records), self.cfg.data.val_limit))
+        return make_dataset(self.cfg, self.val_records, evenly_spaced(len(self.val_records), self.cfg.data.val_limit))
 
     def training_step(self, model, batch: dict) -> dict[str, torch.Tensor]:
         coeffs = model(batch["image"], batch["class_id"])
         core = model.module if hasattr(model, "module") else model
-        loss = core.loss(coeffs, batch["R"].float())
-        return {"loss": loss}
+        return {"loss": core.loss(coeffs, batch["R"].float())}
 
     def validate(self, model: BenchmarkModel, loader) -> dict[str, float]:
         pred = predict_rotations(model, loader, self.cfg.eval.log_likelihood)
