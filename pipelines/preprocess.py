@@ -98,7 +98,10 @@ def default_workers() -> int:
 def _stat(path: Path | None) -> list:
     if path is None:
         return [None]
-    st = path.stat()
+    try:
+        st = path.stat()
+    except OSError:
+        return ["missing"]
     return [st.st_size, st.st_mtime_ns]
 
 
@@ -269,29 +272,67 @@ def _read_manifest(path: Path) -> dict | None:
     return m if isinstance(m, dict) and m.get("format") == PREP_FORMAT else None
 
 
-def process_split(records: PoseRecords, out: Path, camera: Camera, camera_path: Path, root: Path,
-                  size: tuple[int, int], pool: WorkerPool, skip_bad: bool, force: bool, progress: bool
-                  ) -> SplitSummary:
-    """Bring one split's outputs up to date (see the module docstring)."""
-    t0 = time.perf_counter()
-    sdir = split_dir(out, records.domain, records.split)
-    images_fp = images_fingerprint(records, size)
-    inputs_fp = inputs_fingerprint(images_fp, records, camera_path, skip_bad)
-    old = None if force else _read_manifest(sdir / MANIFEST)
-    have = all((sdir / f).is_file() for f in (INDEX, IMAGES, SCAN, REJECTS))
-    if old is not None and have and old["fingerprints"]["inputs"] == inputs_fp:
-        c = old["counts"]
-        return SplitSummary(records.domain, records.split, c["records"], c["rejected"], c["labelled"],
-                            c["truncated"], "up to date", time.perf_counter() - t0, sdir)
+@dataclass
+class SplitPlan:
+    """A split's label-validated records, its fingerprints and its previous manifest (None when absent/forced)."""
 
+    records: PoseRecords
+    directory: Path
+    images_fp: str
+    inputs_fp: str
+    old: dict | None
+
+    @property
+    def have_outputs(self) -> bool:
+        return self.old is not None and all((self.directory / f).is_file() for f in (INDEX, IMAGES, SCAN, REJECTS))
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.have_outputs and self.old["fingerprints"]["inputs"] == self.inputs_fp
+
+    @property
+    def images_reusable(self) -> bool:
+        return self.have_outputs and self.old["fingerprints"]["images"] == self.images_fp
+
+    def summary(self, seconds: float = 0.0) -> SplitSummary:
+        c = self.old["counts"]
+        return SplitSummary(self.records.domain, self.records.split, c["records"], c["rejected"], c["labelled"],
+                            c["truncated"], "up to date", seconds, self.directory)
+
+
+def plan_split(records: PoseRecords, out: Path, camera_path: Path, size: tuple[int, int], skip_bad: bool,
+               force: bool) -> SplitPlan:
+    """Fingerprint a split from its label-validated records (stat calls only, no image is opened)."""
+    images_fp = images_fingerprint(records, size)
+    sdir = split_dir(out, records.domain, records.split)
+    return SplitPlan(records, sdir, images_fp, inputs_fingerprint(images_fp, records, camera_path, skip_bad),
+                     None if force else _read_manifest(sdir / MANIFEST))
+
+
+def process_split(plan: SplitPlan, records: PoseRecords, camera: Camera, root: Path, size: tuple[int, int],
+                  pool: WorkerPool, skip_bad: bool, progress: bool) -> SplitSummary:
+    """Write one split's outputs (see the module docstring).
+
+    Args:
+        plan: from :func:`plan_split`.
+        records: ``plan.records`` after the image header checks (bad ones dropped with ``skip_bad``).
+    """
+    t0 = time.perf_counter()
+    sdir = plan.directory
+    images_fp, inputs_fp = plan.images_fp, plan.inputs_fp
     partial = sdir / ".partial"
-    reuse_images = old is not None and have and old["fingerprints"]["images"] == images_fp
-    if reuse_images:
+    scan = None
+    if plan.images_reusable:
         scan = pd.read_parquet(sdir / SCAN)
+        if scan["filename"].tolist() != records.filenames:  # cannot happen with unchanged files; never trust it
+            scan = None
+    if scan is not None:
         action = "index rebuilt"
+        reuse_images = True
     else:
         scan = _prepare_images(records, partial, images_fp, size, pool, skip_bad, progress)
         action = "computed"
+        reuse_images = False
 
     ok = scan["ok"].to_numpy(dtype=bool)
     if not skip_bad and not ok.all():  # reachable when images are reused after --skip-bad was turned off
@@ -377,14 +418,16 @@ def run(root: str | Path, out: str | Path | None = None, domains: tuple[str, ...
         raise InputError("no label files (expected synthetic/train.json, synthetic/validation.json, "
                          "lightbox/test.json or sunlamp/test.json)", root)
 
-    # validate every label record and image header before writing anything
-    adapters = {d: SpeedplusAdapter(root, d, camera=camera, skip_bad=skip_bad, progress=progress)
+    # every label record, then every image header of the splits to (re)compute, before anything is written;
+    # a split that is up to date costs its label parsing and one stat per file
+    adapters = {d: SpeedplusAdapter(root, d, camera=camera, skip_bad=skip_bad, check_images=False, progress=progress)
                 for d in {p[0] for p in pairs}}
-    all_records = [adapters[d].get_records(s) for d, s in pairs]
+    plans = [plan_split(adapters[d].get_records(s), out, camera_path, size, skip_bad, force) for d, s in pairs]
+    checked = {id(p): adapters[p.records.domain].check_record_images(p.records) for p in plans if not p.up_to_date}
     pool = WorkerPool(workers)
     try:
-        return [process_split(rec, out, camera, camera_path, root, size, pool, skip_bad, force, progress)
-                for rec in all_records]
+        return [p.summary() if p.up_to_date else
+                process_split(p, checked[id(p)], camera, root, size, pool, skip_bad, progress) for p in plans]
     finally:
         pool.close()
 

@@ -19,6 +19,7 @@ case the record is left out and listed as a :class:`~speedpose.data.base.Reject`
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -169,7 +170,7 @@ class SpeedplusAdapter(DatasetAdapter):
             name_repr = rec.get("filename") if isinstance(rec, dict) else None
             name_repr = name_repr if isinstance(name_repr, str) else repr(name_repr)
             try:
-                q, r, name = self._validate_record(i, rec, path, earlier, seen, mask_dir)
+                q, r, name = self._validate_record(i, rec, path, earlier, seen)
             except InputError as exc:
                 reject = Reject(self.domain, split, i, name_repr, exc.detail)
                 if not self.skip_bad:
@@ -184,7 +185,7 @@ class SpeedplusAdapter(DatasetAdapter):
             src.append(i)
 
         n = len(names)
-        return PoseRecords(
+        records = PoseRecords(
             domain=self.domain, split=split, filenames=names,
             image_paths=[self.image_dir / nm for nm in names],
             q_wxyz=np.asarray(q_rows, dtype=np.float64).reshape(n, 4),
@@ -192,9 +193,37 @@ class SpeedplusAdapter(DatasetAdapter):
             labelled=np.asarray(lab, dtype=bool).reshape(n), source_index=np.asarray(src, dtype=np.int64).reshape(n),
             camera=self.camera, mask_paths=None if mask_dir is None else [mask_dir / nm for nm in names],
             label_path=path, rejects=rejects)
+        return self.check_record_images(records) if self.check_images else records
 
-    def _validate_record(self, i: int, rec: object, path: Path, earlier: set[str], seen: dict[str, int],
-                         mask_dir: Path | None) -> tuple[np.ndarray | None, np.ndarray | None, str]:
+    def check_record_images(self, records: PoseRecords) -> PoseRecords:
+        """Check each record's image (exists, JPEG start/end markers, the camera's size from the frame header) and
+        mask (exists, when the domain has ``masks/``) without decoding; bad records raise or, with ``skip_bad``, are
+        dropped and added to ``rejects``."""
+        keep, rejects = [], list(records.rejects)
+        masks = records.mask_paths or [None] * len(records)
+        for k, (name, img, mask) in enumerate(tqdm(list(zip(records.filenames, records.image_paths, masks)),
+                                                   desc=f"checking {self.domain}/{records.split} images",
+                                                   unit="img", leave=False, disable=not self.progress)):
+            if not img.is_file():
+                problem = f"image file missing: {img}"
+            else:
+                problem = jpeg_header_problem(img, self.camera.width, self.camera.height)
+                problem = f"image {img}: {problem}" if problem else None
+            if problem is None and mask is not None and not mask.is_file():
+                problem = f"mask file missing: {mask} (the domain has a masks/ folder)"
+            if problem is None:
+                keep.append(k)
+                continue
+            i = int(records.source_index[k])
+            if not self.skip_bad:
+                raise InputError(problem, records.label_path, f"{self.domain}/{records.split} index {i} ({name})")
+            rejects.append(Reject(self.domain, records.split, i, name, problem))
+        rejects.sort(key=lambda r: r.index)
+        out = records.subset(keep)
+        return replace(out, rejects=rejects)
+
+    def _validate_record(self, i: int, rec: object, path: Path, earlier: set[str], seen: dict[str, int]
+                         ) -> tuple[np.ndarray | None, np.ndarray | None, str]:
         """Raise InputError (its ``detail`` is the reason) or return ``(q_wxyz | None, r_cam_m | None, name)``."""
         where = f"index {i}"
         if not isinstance(rec, dict):
@@ -211,15 +240,6 @@ class SpeedplusAdapter(DatasetAdapter):
         if has_q:
             q = validate_quat(rec[Q_KEY], where)
             r = validate_translation(rec[R_KEY], where)
-        if self.check_images:
-            img = self.image_dir / name
-            if not img.is_file():
-                raise InputError(f"image file missing: {img}")
-            problem = jpeg_header_problem(img, self.camera.width, self.camera.height)
-            if problem:
-                raise InputError(f"image {img}: {problem}")
-            if mask_dir is not None and not (mask_dir / name).is_file():
-                raise InputError(f"mask file missing: {mask_dir / name} (the domain has a masks/ folder)")
         return q, r, name
 
 
