@@ -128,7 +128,7 @@ def run(run_dir: Path, root: Path, domain: str, split: str | None = None, checkp
     figs = out / "figures"
     figs.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "per_image.csv") as tmp:
-        df.to_csv(tmp, index=False, float_format="%.9g")
+        df.to_csv(tmp, index=False)
     write_predictions_json(out / "predictions.json",
                            [PoseLabel(n, q, r) for n, q, r in zip(names, pred.q_wxyz, pred.r_cam_m)])
     figures = [(str(error_histograms(df, figs / "error_histograms.png", f"{domain}/{split}: {len(df)} images")
