@@ -139,6 +139,17 @@ def test_images_are_the_resized_originals_in_order(prepared, base_dataset):
     assert lb.camera_small.width == 768 and lb.camera_small.fx == pytest.approx(lb.camera.fx * 0.4)
 
 
+def test_split_pickles_without_its_images(prepared):
+    import pickle
+
+    lb = open_split(prepared, "lightbox", "test")
+    first = lb.image(0)
+    blob = pickle.dumps(lb)  # what a DataLoader worker receives
+    assert len(blob) < lb.images.nbytes / 4
+    again = pickle.loads(blob)
+    np.testing.assert_array_equal(again.image(0), first)
+
+
 def test_real_sample(real_sample, tmp_path):
     out = tmp_path / "out"
     assert run_cli("--root", str(real_sample), "--out", str(out), "--workers", "2") == 0

@@ -99,6 +99,12 @@ class PreprocessedSplit:
     camera: Camera
     _images: np.ndarray | None = field(default=None, repr=False)
 
+    def __getstate__(self) -> dict:
+        # pickled into DataLoader workers: never ship the memory map (it would be copied whole), reopen it there
+        state = dict(self.__dict__)
+        state["_images"] = None
+        return state
+
     # ------------------------------------------------------------------------------------------------ sizes
     @property
     def size(self) -> tuple[int, int]:
