@@ -154,20 +154,33 @@ def augment(
 @app.command()
 def evaluate(
     run: Path = typer.Option(..., "--run", help="Run folder written by `speedpose train`."),
-    root: Path = typer.Option(..., "--root", help="SPEED+ root (preprocessed on demand when needed)."),
-    domain: str = typer.Option(..., "--domain", help="synthetic, lightbox or sunlamp."),
-    split: Optional[str] = typer.Option(None, "--split", help="synthetic: validation (default) or train."),
-    checkpoint: str = typer.Option("best", "--checkpoint", help="best, last or a checkpoint FILE."),
+    root: Path = typer.Option(..., "--root", help="SPEED+ root (preprocessed on demand when needed), or the "
+                              "benchmark's data folder with --dataset."),
+    domain: Optional[str] = typer.Option(None, "--domain", help="synthetic, lightbox or sunlamp (SPEED+ only)."),
+    split: Optional[str] = typer.Option(None, "--split", help="synthetic: validation (default) or train; "
+                                        "benchmarks: test (default) or train."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="best, last or a checkpoint FILE (default: "
+                                             "best for SPEED+, last for the benchmarks, as the papers report)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default <run>/eval/<domain>-<split>-"
                                        "<checkpoint>)."),
     prep: Optional[Path] = typer.Option(None, "--prep", help="Preprocessed folder (default: the root's cache)."),
     device: str = typer.Option("auto", "--device", help="cpu | cuda | auto."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per batch (default: training's)."),
+    dataset: str = typer.Option("speedplus", "--dataset", help="speedplus, modelnet10 or pascal3d (benchmarks: "
+                                "Acc@15/30 and median error per class, metrics.json and per_image.csv)."),
 ) -> None:
     """Score a run on one labelled domain; write report.json, per_image.csv, predictions.json, figures, report.html."""
+    if dataset != "speedplus":
+        from pipelines import evaluate_benchmark as bench
+
+        typer.echo(bench.format_report(bench.run(run, dataset, root, split or "test", checkpoint or "last", out,
+                                                 device, batch_size)))
+        return
     from pipelines import evaluate as stage
 
-    report = stage.run(run, root, domain, split, checkpoint, out, prep, device, batch_size)
+    if domain is None:
+        raise typer.BadParameter("--domain is required for SPEED+ (synthetic, lightbox or sunlamp)")
+    report = stage.run(run, root, domain, split, checkpoint or "best", out, prep, device, batch_size)
     typer.echo(stage.format_report(report))
 
 

@@ -1,0 +1,91 @@
+"""Every benchmark config trains for two steps on generated data through `speedpose train --dataset`, validates,
+and `speedpose evaluate --dataset` scores the run (resumable); the full-size architectures under -m slow."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from fixtures_benchmarks import write_modelnet10_root, write_pascal3d_tree
+from speedpose.cli import main
+
+# the shipped recipe with a small network: resnet18, lmax 3, 64 px (the architecture of the recipe is kept by the
+# slow test below); the two-step budget is one epoch of the fixture, so validation runs too
+SMALL = ["model.pretrained=false", "model.encoder=resnet18", "data.image_size=64", "model.i2s.lmax=3",
+         "model.i2s.sphere_channels=16", "model.i2s.hidden_channels=4", "model.i2s.proj_level=1",
+         "model.i2s.train_grid_level=2", "model.i2s.infer_level=3", "train.workers=0", "train.device=cpu",
+         "train.epochs=1", "train.max_steps=2", "train.log_every_steps=1", "data.val_limit=6",
+         "eval.log_likelihood=true"]
+BATCH = {"modelnet10": 2, "pascal3d": 4}  # 4 ModelNet / 9 PASCAL3D+ training records -> 2 steps per epoch
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory):
+    base = tmp_path_factory.mktemp("bench")
+    mn = write_modelnet10_root(base / "modelnet10", n_train=4, n_limited=4, n_test=6, size=64)
+    p3 = base / "PASCAL3D+_release1.1"
+    write_pascal3d_tree(p3, width=200, height=160)
+    return {"modelnet10": mn, "pascal3d": p3}
+
+
+@pytest.mark.parametrize("dataset", ["modelnet10", "pascal3d"])
+def test_two_steps_then_evaluate(dataset, roots, tmp_path, capsys):
+    root = roots[dataset]
+    rc = main(["train", "--dataset", dataset, "--root", str(root), "--out", str(tmp_path), "--name", "run",
+               *SMALL, f"train.batch_size={BATCH[dataset]}"])
+    assert rc == 0, capsys.readouterr().err
+    run = tmp_path / "run"
+    assert (run / "last.pt").is_file() and (run / "best.pt").is_file()
+    log = pd.read_csv(run / "metrics.csv")
+    val = log[log["split"] == "val"].set_index("name")["value"]
+    assert 0 <= val["median_deg"] <= 180 and 0 <= val["acc15"] <= val["acc30"] <= 1
+    assert "pooled_median_deg" in val and "log_likelihood" in val
+
+    rc = main(["evaluate", "--dataset", dataset, "--run", str(run), "--root", str(root), "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    out = run / "eval" / f"{dataset}-test-last"
+    report = json.loads((out / "metrics.json").read_text())
+    n_test = 6
+    assert report["images"] == n_test and report["step"] == 2
+    m = report["metrics"]
+    assert sum(r["count"] for r in m["per_class"].values()) == n_test
+    assert 0 <= m["class_mean"]["acc30"] <= 1 and 0 <= m["class_mean"]["median_deg"] <= 180
+    assert "log_likelihood" in m["pooled"]
+    table = pd.read_csv(out / "per_image.csv")
+    assert len(table) == n_test and table["err_deg"].between(0, 180).all()
+    assert "class mean" in capsys.readouterr().out
+
+    # a second evaluation reuses the cached chunk (resumable) and gives the same numbers
+    part = next((out / ".cache").glob("part_*.npz"))
+    mtime = part.stat().st_mtime_ns
+    assert main(["evaluate", "--dataset", dataset, "--run", str(run), "--root", str(root), "--device", "cpu"]) == 0
+    assert part.stat().st_mtime_ns == mtime
+    assert json.loads((out / "metrics.json").read_text())["metrics"] == m
+
+
+def test_evaluate_refuses_a_run_of_another_dataset(roots, tmp_path, capsys):
+    run = tmp_path / "fake"
+    run.mkdir()
+    (run / "config.yaml").write_text("task: modelnet10\n")
+    rc = main(["evaluate", "--dataset", "pascal3d", "--run", str(run), "--root", str(roots["pascal3d"])])
+    assert rc == 2 and "not --dataset pascal3d" in capsys.readouterr().err
+    rc = main(["evaluate", "--dataset", "symsol", "--run", str(run), "--root", str(roots["pascal3d"])])
+    assert rc == 2 and "modelnet10, pascal3d" in capsys.readouterr().err
+
+
+def test_train_without_root_is_a_clean_error(capsys):
+    rc = main(["train", "--dataset", "modelnet10", *SMALL])
+    assert rc == 2 and "--root" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", ["modelnet10", "pascal3d"])
+def test_full_size_recipe_two_steps(dataset, roots, tmp_path):
+    """The shipped recipe's architecture (ResNet-50 / ResNet-101, lmax 6, 224 px, level-3 loss grid), untouched
+    except for random init, CPU and a two-step budget."""
+    rc = main(["train", "--dataset", dataset, "--root", str(roots[dataset]), "--out", str(tmp_path), "--name",
+               "run", "model.pretrained=false", "train.workers=0", "train.device=cpu", "train.max_steps=2",
+               "train.epochs=1", f"train.batch_size={BATCH[dataset]}", "data.val_limit=2"])
+    assert rc == 0 and (tmp_path / "run" / "last.pt").is_file()
