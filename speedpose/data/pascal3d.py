@@ -50,7 +50,7 @@ import numpy as np
 import scipy.io
 
 from speedpose.camera import Camera
-from speedpose.data.base import DatasetAdapter
+from speedpose.data.base import DatasetAdapter, Reject
 from speedpose.data.category_records import CategoryRecords
 from speedpose.errors import InputError
 from speedpose.geometry.rotations import matrix_to_quat_wxyz
@@ -229,8 +229,6 @@ class Pascal3DAdapter(DatasetAdapter):
             raise InputError(f"unknown PASCAL3D+ split {split!r}; expected one of {', '.join(self.splits)}")
         if not self.root.is_dir():
             raise InputError("PASCAL3D+ root not found (expected the PASCAL3D+_release1.1 folder)", self.root)
-        from speedpose.data.base import Reject
-
         rows, files, rejects = [], [], []
         for cls, source, list_file in self._sources(split):
             ext = ".jpg" if source == "pascal" else ".JPEG"

@@ -148,16 +148,34 @@ def axis_rotation_blocks(t: torch.Tensor, l: int, axis: int) -> torch.Tensor:
     return out.reshape(tuple(t.shape) + (d, d))
 
 
+@lru_cache(maxsize=None)
+def _axis_expansion_padded_f64(l: int, axis: int, lmax: int) -> torch.Tensor:
+    """(2 (lmax+1), d*d): the expansion of :func:`_axis_expansion_f64` padded with zeros for l < m <= lmax."""
+    E = _axis_expansion_f64(l, axis)
+    d = 2 * l + 1
+    out = torch.zeros(2, lmax + 1, d * d, dtype=torch.float64)
+    out[:, : l + 1] = E.reshape(2, l + 1, d * d)
+    return out.reshape(2 * (lmax + 1), d * d)
+
+
 def wigner_D_blocks_euler_zyz(phi: torch.Tensor, theta: torch.Tensor, psi: torch.Tensor,
                               lmax: int) -> list[torch.Tensor]:
-    """Wigner-D blocks of ``Rz(phi) Ry(theta) Rz(psi)``: (...) radians -> list of (..., 2l+1, 2l+1)."""
-    out = []
-    for l in range(lmax + 1):
-        if l == 0:
-            out.append(torch.ones(phi.shape + (1, 1), dtype=phi.dtype, device=phi.device))
-            continue
-        out.append(axis_rotation_blocks(phi, l, 2) @ axis_rotation_blocks(theta, l, 1)
-                   @ axis_rotation_blocks(psi, l, 2))
+    """Wigner-D blocks of ``Rz(phi) Ry(theta) Rz(psi)``: (...) radians -> list of (..., 2l+1, 2l+1).
+
+    The cos/sin of m * angle are computed once for all degrees; each factor is then one GEMM per degree.
+    """
+    shape = tuple(phi.shape)
+    m = torch.arange(lmax + 1, dtype=phi.dtype, device=phi.device)
+    trig = []
+    for t in (phi, theta, psi):
+        mt = t.reshape(-1, 1) * m
+        trig.append(torch.cat([torch.cos(mt), torch.sin(mt)], dim=1))  # (n, 2 (lmax+1))
+    out = [torch.ones(shape + (1, 1), dtype=phi.dtype, device=phi.device)]
+    for l in range(1, lmax + 1):
+        d = 2 * l + 1
+        Ez, Ey = (_axis_expansion_padded_f64(l, ax, lmax).to(dtype=phi.dtype, device=phi.device) for ax in (2, 1))
+        Dphi, Dtheta, Dpsi = ((tr @ E).reshape(-1, d, d) for tr, E in zip(trig, (Ez, Ey, Ez)))
+        out.append((Dphi @ Dtheta @ Dpsi).reshape(shape + (d, d)))
     return out
 
 

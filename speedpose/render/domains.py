@@ -126,16 +126,16 @@ def _lightbox(warp, R, r, rng, earth):
 def _sunlamp(warp, R, r, rng, earth):
     cam = warp.camera
     lamp = _random_dir(rng)
-    behind = rng.random() < 0.4  # lamp behind the spacecraft, in or near the field of view: flare
+    behind = rng.random() < 0.3  # lamp behind the spacecraft, in or near the field of view: flare
     if behind:
         lamp = _unit([rng.normal(0, 0.35), rng.normal(0, 0.25), 1.0])
     else:
         lamp[2] = -abs(lamp[2])
-    lighting = Lighting(lamp, float(rng.uniform(3.0, 6.0)), _random_dir(rng), 0.03, ambient=0.004,
+    lighting = Lighting(lamp, float(rng.uniform(1.8, 3.5)), _random_dir(rng), 0.03, ambient=0.01,
                         specular_gain=float(rng.uniform(3.0, 5.0)))
     layer = render_spacecraft(warp, R, r, lighting)
     img = layer.paste(np.zeros((cam.height, cam.width), np.float32))
-    img = effects.bloom(img, threshold=0.9, strength=float(rng.uniform(0.6, 1.2)), sigma_px=40.0)
+    img = effects.bloom(img, threshold=1.0, strength=float(rng.uniform(0.3, 0.7)), sigma_px=40.0)
     img = effects.streaks(img, threshold=1.0, strength=float(rng.uniform(0.15, 0.35)), length_px=240,
                           angles_deg=rng.uniform(0, 60) + np.arange(0, 180, 60))
     if lamp[2] > 0.05:

@@ -145,8 +145,9 @@ def pose_overlay(image: np.ndarray, camera: Camera, q_pred_wxyz: np.ndarray | No
     if text:
         for k, line in enumerate(text.split("\n")):
             org = (8, 22 + 22 * k)
-            cv2.putText(frame, line, org, cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 3, cv2.LINE_AA)
-            cv2.putText(frame, line, org, cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
+            (tw, th), _ = cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, 0.55, 1)
+            cv2.rectangle(frame, (4, org[1] - th - 5), (12 + tw, org[1] + 6), (0, 0, 0), -1)  # readable on Earth
+            cv2.putText(frame, line, org, cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA)
     sep = np.full((out_height, 4, 3), 255, dtype=np.uint8)
     return np.concatenate([frame, sep, zoom], axis=1)
 

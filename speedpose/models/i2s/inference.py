@@ -24,10 +24,18 @@ from speedpose.geometry.so3_grids import (
     so3_children,
     so3_healpix_rotations,
     so3_healpix_size,
+    so3_healpix_euler_zyz,
     so3_healpix_spacing_deg,
     so3_healpix_wigner_table,
 )
-from speedpose.geometry.wigner import n_so3_coeffs, so3_degree_slices, so3_generators, wigner_D_blocks, wigner_features
+from speedpose.geometry.wigner import (
+    n_so3_coeffs,
+    so3_degree_slices,
+    so3_generators,
+    wigner_D_blocks,
+    wigner_D_blocks_euler_zyz,
+    wigner_features,
+)
 from speedpose.models.i2s.grid_signal import SO3GridSignal, check_coeffs
 
 __all__ = [
@@ -63,9 +71,11 @@ def default_grid(lmax: int = 6, level: int = 3, device: str | torch.device = "cp
 
 def _signal_at_cells(coeffs: torch.Tensor, level: int, cells: torch.Tensor) -> torch.Tensor:
     """f at the grid rotations ``cells`` (B, K) of ``level``: (B, K) float32."""
-    R = so3_healpix_rotations(level, cells, dtype=torch.float32, device=coeffs.device)
-    phi = wigner_features(R, lmax_of(coeffs))  # (B, K, n)
-    return torch.einsum("bn,bkn->bk", coeffs, phi)
+    angles = (torch.from_numpy(a).to(device=coeffs.device, dtype=torch.float32)
+              for a in so3_healpix_euler_zyz(level, cells))
+    blocks = wigner_D_blocks_euler_zyz(*angles, lmax_of(coeffs))
+    phi = torch.cat([math.sqrt(D.shape[-1]) * D.flatten(-2) for D in blocks], dim=-1)  # (B, K, n)
+    return (phi @ coeffs[:, :, None])[..., 0]
 
 
 def coarse_to_fine_mode(coeffs: torch.Tensor, grid: SO3GridSignal, level: int = 5,
@@ -100,7 +110,7 @@ def _blocks(coeffs: torch.Tensor, lmax: int) -> list[torch.Tensor]:
     return [coeffs[:, sl].reshape(-1, 2 * l + 1, 2 * l + 1) for l, sl in enumerate(so3_degree_slices(lmax))]
 
 
-def refine_mode(coeffs: torch.Tensor, R: torch.Tensor, steps: int = 4, max_step_rad: float = math.radians(4.0)
+def refine_mode(coeffs: torch.Tensor, R: torch.Tensor, steps: int = 2, max_step_rad: float = math.radians(4.0)
                 ) -> torch.Tensor:
     """Newton ascent of f on SO(3) from R: ``R <- R exp(w^)``, w = -H^-1 g (gradient step where H is not negative
     definite), |w| clipped to ``max_step_rad``; a step is kept only where it increases f.  Computed in float64.
@@ -119,18 +129,21 @@ def refine_mode(coeffs: torch.Tensor, R: torch.Tensor, steps: int = 4, max_step_
         F = _blocks(c, lmax)
         X = [so3_generators(l, torch.float64, c.device) for l in range(lmax + 1)]
         XX = [0.5 * (torch.einsum("iab,jbc->ijac", x, x) + torch.einsum("jab,ibc->ijac", x, x)) for x in X]
-        f_cur = (c * wigner_features(R, lmax)).sum(1)
+        sq = [math.sqrt(2 * l + 1) for l in range(lmax + 1)]
+
+        def value(blocks):
+            return sum(sq[l] * (F[l] * D).sum(dim=(1, 2)) for l, D in enumerate(blocks))
+
+        D_cur = wigner_D_blocks(R, lmax)
+        f_cur = value(D_cur)
         for _ in range(steps):
             g = torch.zeros(len(c), 3, dtype=torch.float64, device=c.device)
             H = torch.zeros(len(c), 3, 3, dtype=torch.float64, device=c.device)
-            for l, D in enumerate(wigner_D_blocks(R, lmax)):
-                if l == 0:
-                    continue
-                M = math.sqrt(2 * l + 1) * D.transpose(1, 2) @ F[l]  # (B, d, d)
+            for l in range(1, lmax + 1):
+                M = sq[l] * D_cur[l].transpose(1, 2) @ F[l]  # (B, d, d)
                 g += torch.einsum("bpq,ipq->bi", M, X[l])
                 H += torch.einsum("bpq,ijpq->bij", M, XX[l])
-            evals = torch.linalg.eigvalsh(H)
-            newton_ok = evals.max(dim=1).values < 0
+            newton_ok = torch.linalg.eigvalsh(H).max(dim=1).values < 0
             w_newton = -torch.linalg.solve(torch.where(newton_ok[:, None, None], H,
                                                        -torch.eye(3, dtype=H.dtype, device=H.device)), g)
             gnorm = g.norm(dim=1, keepdim=True).clamp_min(1e-30)
@@ -138,9 +151,11 @@ def refine_mode(coeffs: torch.Tensor, R: torch.Tensor, steps: int = 4, max_step_
             wn = w.norm(dim=1, keepdim=True)
             w = w * torch.clamp(max_step_rad / wn.clamp_min(1e-30), max=1.0)
             R_new = R @ axis_angle_to_matrix(w)
-            f_new = (c * wigner_features(R_new, lmax)).sum(1)
+            D_new = wigner_D_blocks(R_new, lmax)
+            f_new = value(D_new)
             better = f_new > f_cur
             R = torch.where(better[:, None, None], R_new, R)
+            D_cur = [torch.where(better[:, None, None], Dn, Do) for Dn, Do in zip(D_new, D_cur)]
             f_cur = torch.where(better, f_new, f_cur)
         return R.to(out_dtype)
 
