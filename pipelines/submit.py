@@ -59,22 +59,25 @@ def run(run_dir: Path, root: Path, out: Path = Path("submission.csv"), write_jso
     preds: dict[str, list[PoseLabel]] = {}
     missing: dict[str, list[str]] = {}
     cache = out.parent / f".{out.name}.cache"
+    splits = {}
     for domain in SUBMISSION_DOMAINS:
-        names = [lab.filename for lab in read_labels(label_file(root, domain))]
-        data = open_or_preprocess(root, domain, "test", prep_dir, progress)
+        expected[domain] = [lab.filename for lab in read_labels(label_file(root, domain))]
+        splits[domain] = open_or_preprocess(root, domain, "test", prep_dir, progress)
+        have = set(splits[domain].filenames)
+        missing[domain] = [n for n in expected[domain] if n not in have]
+    if any(missing.values()) and not allow_partial:  # known before any inference: refuse at once
+        _refuse(missing, out)
+    for domain, data in splits.items():
         p = predict_cached(model, data, np.arange(len(data)), loaded.cfg, dev, bs, cache / domain,
                            inference_key(loaded, data, bs), progress, desc=f"submit {domain}")
         ok = np.isfinite(p.q_wxyz).all(axis=1) & np.isfinite(p.r_cam_m).all(axis=1)
         by_name = {n: PoseLabel(n, q, r) for n, q, r, good in zip(data.filenames, p.q_wxyz, p.r_cam_m, ok) if good}
-        expected[domain] = names
-        preds[domain] = [by_name[n] for n in names if n in by_name]
-        missing[domain] = [n for n in names if n not in by_name]
+        preds[domain] = [by_name[n] for n in expected[domain] if n in by_name]
+        missing[domain] = [n for n in expected[domain] if n not in by_name]
     n_missing = sum(len(v) for v in missing.values())
     if n_missing and not allow_partial:
-        detail = "; ".join(f"{d}: {len(v)} (e.g. {', '.join(v[:3])})" for d, v in missing.items() if v)
-        raise InputError(f"{n_missing} test image(s) could not be predicted ({detail}): not written; they were "
-                         "left out by preprocessing (see rejects.csv) or got a non-finite estimate. Pass "
-                         "--allow-partial to write the others", out)
+        shutil.rmtree(cache, ignore_errors=True)
+        _refuse(missing, out)
     cover = expected if not n_missing else {d: [p.filename for p in preds[d]] for d in SUBMISSION_DOMAINS}
     write_submission_csv(out, preds, cover)
     summary = SubmitSummary(out, lines={d: len(v) for d, v in preds.items()},
@@ -86,6 +89,14 @@ def run(run_dir: Path, root: Path, out: Path = Path("submission.csv"), write_jso
             summary.json[d] = jf
     shutil.rmtree(cache, ignore_errors=True)
     return summary
+
+
+def _refuse(missing: dict[str, list[str]], out: Path) -> None:
+    n = sum(len(v) for v in missing.values())
+    detail = "; ".join(f"{d}: {len(v)} (e.g. {', '.join(v[:3])})" for d, v in missing.items() if v)
+    raise InputError(f"{n} test image(s) could not be predicted ({detail}): nothing written; they were left out "
+                     "by preprocessing (see rejects.csv) or got a non-finite estimate. Pass --allow-partial to "
+                     "write the others", out)
 
 
 def format_summary(s: SubmitSummary) -> str:
