@@ -105,7 +105,7 @@ def test_confidence_orders_sharp_and_flat(grid3):
 
 def test_distribution_for_plots(grid1):
     c = delta_coeffs(_rots(2, 5), LMAX) * 0.05
-    R, p = so3_distribution(c, level=2, chunk=1000)
+    R, p = so3_distribution(c, level=2, chunk=200_000)  # several chunks
     assert R.shape == (4608, 3, 3) and p.shape == (2, 4608)
     torch.testing.assert_close(p.sum(1), torch.ones(2))
     assert _deg(R[p.argmax(1)], _rots(2, 5)).max() < 15

@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
         idx, val, _ = coarse_to_fine_mode(cs, grid, args.level, args.top_k)
         t_c2f = time.perf_counter() - t
         t = time.perf_counter()
-        d_idx, d_val = dense_argmax(cs, args.level, chunk=1 << 16)
+        d_idx, d_val = dense_argmax(cs, args.level, chunk=1 << 25)
         t_dense = time.perf_counter() - t
         ang = torch.rad2deg(geodesic_angle_matrix(so3_healpix_rotations(args.level, idx),
                                                   so3_healpix_rotations(args.level, d_idx)))

@@ -44,6 +44,7 @@ __all__ = [
     "euler_zyz_to_matrix",
     "so3_healpix_wigner_features",
     "so3_healpix_wigner_table",
+    "so3_healpix_factors",
     "so3_healpix_index",
 ]
 
@@ -199,41 +200,52 @@ def so3_healpix_index(level: int, pix, psi_bin) -> np.ndarray:
     return idx
 
 
-def so3_healpix_wigner_table(level: int, lmax: int, pix=None, dtype: torch.dtype = torch.float32
-                             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Wigner features of all grid rotations whose pixel is in ``pix`` (default: all pixels), pixel-major.
-
-    Uses the grid's structure: ``R = [Rz(phi_p) Ry(theta_p) Rz(-s_p phi_p)] Rz(psi_j)``, so each degree block is one
-    matrix product of a per-pixel factor and a per-bin factor, done for all (pixel, bin) pairs as a single GEMM
-    (the level-5 grid can be swept in pixel chunks without ever holding its 4.3 GB matrix).
+def so3_healpix_factors(level: int, lmax: int, pix=None, dtype: torch.dtype = torch.float32
+                        ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per-pixel and per-bin Wigner-D factors of the grid: ``D^l(R_(p, j)) = P^l_p @ Z^l_j`` with
+    ``P_p = D(Rz(phi_p) Ry(theta_p) Rz(-s_p phi_p))`` and ``Z_j = D(Rz(psi_j))``.
 
     Args:
-        level: recursion level L.
-        lmax: maximum degree.
-        pix: (P,) nested HEALPix pixel indices at nside 2**L.
+        pix: (P,) nested HEALPix pixels at nside 2**L (default: all).
     Returns:
-        features (P * 6 * 2**L, n_so3_coeffs(lmax)), index (P * 6 * 2**L,) int64 nested SO(3) indices of the rows.
+        P (list over l of (P, 2l+1, 2l+1)), Z (list over l of (6 * 2**L, 2l+1, 2l+1)).
     """
     from speedpose.geometry.wigner import axis_rotation_blocks
 
     _check_level(level)
     npsi = 6 * 2**level
     pix = np.arange(12 * 4**level) if pix is None else np.asarray(pix, dtype=np.int64)
-    npix = len(pix)
     theta, phi = s2_healpix_angles(level, pix)
     base = pix >> (2 * level)
     section = np.where(base < 4, 1.0, np.where(base < 8, 0.0, -1.0))
     theta, phi, shift = (torch.from_numpy(x).to(dtype) for x in (theta, phi, -section * phi))
     psi = (torch.arange(npsi, dtype=torch.float64) + 0.5).to(dtype) * (2 * math.pi / npsi)
+    P, Z = [torch.ones(len(pix), 1, 1, dtype=dtype)], [torch.ones(npsi, 1, 1, dtype=dtype)]
+    for l in range(1, lmax + 1):
+        P.append(axis_rotation_blocks(phi, l, 2) @ axis_rotation_blocks(theta, l, 1)
+                 @ axis_rotation_blocks(shift, l, 2))
+        Z.append(axis_rotation_blocks(psi, l, 2))
+    return P, Z
+
+
+def so3_healpix_wigner_table(level: int, lmax: int, pix=None, dtype: torch.dtype = torch.float32
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Wigner features of all grid rotations whose pixel is in ``pix`` (default: all pixels), pixel-major.
+
+    Uses :func:`so3_healpix_factors`: each degree block of all (pixel, bin) pairs is one GEMM of the per-pixel and
+    per-bin factors (the level-5 grid can be swept in pixel chunks without ever holding its 4.3 GB matrix).
+
+    Returns:
+        features (P * 6 * 2**L, n_so3_coeffs(lmax)), index (P * 6 * 2**L,) int64 nested SO(3) indices of the rows.
+    """
+    npsi = 6 * 2**level
+    pix = np.arange(12 * 4**level) if pix is None else np.asarray(pix, dtype=np.int64)
+    npix = len(pix)
+    P, Z = so3_healpix_factors(level, lmax, pix, dtype)
     out = []
     for l in range(lmax + 1):
         d = 2 * l + 1
-        if l == 0:
-            out.append(torch.ones(npix * npsi, 1, dtype=dtype))
-            continue
-        B = axis_rotation_blocks(phi, l, 2) @ axis_rotation_blocks(theta, l, 1) @ axis_rotation_blocks(shift, l, 2)
-        Z = axis_rotation_blocks(psi, l, 2)  # (npsi, d, d)
-        table = B.reshape(npix * d, d) @ Z.permute(1, 0, 2).reshape(d, npsi * d)  # (npix*d, npsi*d)
+        table = P[l].reshape(npix * d, d) @ Z[l].permute(1, 0, 2).reshape(d, npsi * d)  # (npix*d, npsi*d)
         out.append(math.sqrt(d) * table.reshape(npix, d, npsi, d).permute(0, 2, 1, 3).reshape(npix * npsi, d * d))
     index = so3_healpix_index(level, np.repeat(pix, npsi), np.tile(np.arange(npsi), npix))
     return torch.cat(out, dim=1), torch.from_numpy(index)
