@@ -183,7 +183,7 @@ def write_pascal3d_tree(root: Path, classes=("aeroplane", "car", "chair"), n_pas
     kept: dict[str, list] = {"train": [], "test": []}
     counter = [0]
 
-    def add(cls: str, source: str, objects: list[dict], keep_first: bool) -> str:
+    def add(cls: str, source: str, objects: list[dict]) -> tuple[str, str]:
         counter[0] += 1
         image_id = f"2008_{counter[0]:06d}" if source == "pascal" else f"n0000_{counter[0]}"
         ext = ".jpg" if source == "pascal" else ".JPEG"
@@ -206,15 +206,15 @@ def write_pascal3d_tree(root: Path, classes=("aeroplane", "car", "chair"), n_pas
                     objs = [make_object(cls, rng, width, height)]
                     if split == "train" and j == 0 and source == "pascal":
                         objs.append(make_object(cls, rng, width, height, truncated=1))
-                    image_id, ext = add(cls, source, objs, True)
+                    image_id, ext = add(cls, source, objs)
                     lists[key].append(f"{image_id} 1" if source == "pascal" else image_id)
                     kept[split].append({"file": f"{cls}_{source}/{image_id}{ext}", "class": cls,
                                         "object": objs[0]})
             # dropped: truncated first object; occluded first object followed by a good one
-            image_id, _ = add(cls, "imagenet", [make_object(cls, rng, width, height, truncated=1)], False)
+            image_id, _ = add(cls, "imagenet", [make_object(cls, rng, width, height, truncated=1)])
             lists["in_train"].append(image_id)
             image_id, _ = add(cls, "pascal", [make_object(cls, rng, width, height, occluded=1),
-                                              make_object(cls, rng, width, height)], False)
+                                              make_object(cls, rng, width, height)])
             lists["voc_train"].append(f"{image_id} 1")
             lists["voc_train"].append("2008_999999 -1")  # listed by VOC, no PASCAL3D+ image
         (voc / f"{cls}_train.txt").write_text("".join(f"{x}\n" for x in lists["voc_train"]))

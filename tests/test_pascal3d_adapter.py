@@ -3,9 +3,9 @@ virtual-camera warp (dots of a known object land where the label says), mirrorin
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
-import scipy.io
 
 from fixtures_benchmarks import (
     OBJECT_POINTS,
@@ -202,8 +202,6 @@ def test_missing_imagenet_image_names_list_and_id(tmp_path):
 def test_image_size_mismatch_is_refused(tmp_path):
     root, _ = _small_tree(tmp_path)
     rec = Pascal3DAdapter(root).get_records("test")
-    import cv2
-
     cv2.imwrite(str(rec.image_paths[0]), np.zeros((10, 12, 3), np.uint8))
     with pytest.raises(InputError, match="12x10"):
         Pascal3DSamples(rec, np.arange(1))[0]
@@ -220,4 +218,3 @@ def test_viewpoint_absent_or_distance_zero_is_dropped(tmp_path):
     obj["viewpoint"]["distance"] = 0.0
     write_annotation(target, target.stem + ".jpg", 320, 240, [obj])
     assert Pascal3DAdapter(root).get_records("test").rejects[0].reason == "distance 0"
-    assert scipy.io.loadmat(target)["record"] is not None
