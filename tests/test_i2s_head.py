@@ -91,3 +91,14 @@ def test_bf16_autocast_on_cpu(head):
         R, conf = predict_mode(out, level=3, grid=head.grid, refine=True)
     assert torch.isfinite(out.float()).all() and R.dtype == torch.float32 and torch.isfinite(conf).all()
     assert ((out.float() - ref).norm() / ref.norm()).item() < 0.05
+
+
+def test_float64_head_end_to_end():
+    torch.manual_seed(0)
+    head = I2SHead(16, TINY).double().eval()
+    coeffs = head(torch.randn(2, 16, 5, 5, dtype=torch.float64))
+    R = torch.from_numpy(random_rotation_matrices(2, np.random.default_rng(0)))
+    loss = so3_cross_entropy(coeffs, R, head.grid)
+    assert coeffs.dtype == torch.float64 and torch.isfinite(loss)
+    R_mode, conf = predict_mode(coeffs, level=3, grid=head.grid)
+    assert torch.isfinite(R_mode).all() and ((conf >= 0) & (conf <= 1 + 1e-6)).all()

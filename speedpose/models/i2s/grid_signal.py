@@ -52,15 +52,16 @@ class SO3GridSignal(nn.Module):
         self.register_buffer("wigner", wigner, persistent=False)
 
     def logits(self, coeffs: torch.Tensor) -> torch.Tensor:
-        """Signal values (unnormalised log-density) on the grid: (B, n_coeffs) -> (B, N) float32 (no autocast)."""
+        """Signal values (unnormalised log-density) on the grid: (B, n_coeffs) -> (B, N) in the buffers' dtype
+        (float32 unless the module was converted), autocast off."""
         check_coeffs(coeffs, self.lmax)
         with torch.autocast(coeffs.device.type, enabled=False):
-            return coeffs.float() @ self.wigner
+            return coeffs.to(self.wigner.dtype) @ self.wigner
 
     def nearest(self, R: torch.Tensor) -> torch.Tensor:
         """Index of the nearest grid rotation (exact, by quaternion dot products): (B, 3, 3) -> (B,) int64."""
         if R.ndim != 3 or tuple(R.shape[1:]) != (3, 3):
             raise ShapeError(f"R: expected shape (B, 3, 3), got {tuple(R.shape)}")
         with torch.autocast(R.device.type, enabled=False):
-            q = matrix_to_quat_wxyz(R.detach().float())
+            q = matrix_to_quat_wxyz(R.detach().to(self.quats_wxyz.dtype))
             return (q @ self.quats_wxyz.T).abs().argmax(dim=1)

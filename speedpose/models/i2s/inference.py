@@ -167,7 +167,7 @@ def mode_confidence(logits: torch.Tensor, grid: SO3GridSignal, R_mode: torch.Ten
     """Probability mass within ``radius_deg`` of the mode, from the softmax over ``grid``: (B,) in [0, 1]."""
     with torch.no_grad(), torch.autocast(logits.device.type, enabled=False):
         p = torch.softmax(logits.float(), dim=1)
-        q = matrix_to_quat_wxyz(R_mode.detach().float())
+        q = matrix_to_quat_wxyz(R_mode.detach().to(grid.quats_wxyz.dtype))
         near = (q @ grid.quats_wxyz.T).abs() >= math.cos(math.radians(radius_deg) / 2)
         return (p * near).sum(dim=1)
 

@@ -43,7 +43,7 @@ def so3_cross_entropy(coeffs: torch.Tensor, R_target: torch.Tensor, grid: SO3Gri
         return F.cross_entropy(grid.logits(coeffs), target)
     idx = torch.randperm(grid.size, generator=generator, device="cpu")[:n_sample].to(coeffs.device)
     with torch.autocast(coeffs.device.type, enabled=False):
-        c = coeffs.float()
+        c = coeffs.to(grid.wigner.dtype)
         pos = (c * grid.wigner[:, target].T).sum(dim=1, keepdim=True)  # (B, 1)
         neg = c @ grid.wigner[:, idx]  # (B, n_sample)
         neg = neg.masked_fill(idx[None, :] == target[:, None], float("-inf"))
@@ -71,10 +71,10 @@ def so3_log_likelihood(coeffs: torch.Tensor, R_target: torch.Tensor, grid: SO3Gr
     _check_R(R_target, coeffs.shape[0])
     logits = grid.logits(coeffs)
     with torch.autocast(coeffs.device.type, enabled=False):
-        c = coeffs.float()
+        c = coeffs.to(logits.dtype)
         if at_nearest:
             f_true = logits.gather(1, grid.nearest(R_target)[:, None])[:, 0]
         else:
-            f_true = (c * wigner_features(R_target.float(), grid.lmax)).sum(dim=1)
+            f_true = (c * wigner_features(R_target.to(logits.dtype), grid.lmax)).sum(dim=1)
         log_z = torch.logsumexp(logits, dim=1) - math.log(grid.size) + LOG_SO3_VOLUME
         return f_true - log_z
