@@ -14,6 +14,7 @@ Every timing is the median of ``--repeats`` runs, the reference and the stage al
 * memory: the stage in a fresh subprocess for each N of ``--memory-n``; peak RSS of the main process (VmHWM) and
   of the largest worker (its VmHWM, sampled every 50 ms).
 * no-op: the stage re-run on unchanged inputs (on the throughput set, and on ``--noop-n`` images).
+* read: one stored image from the memory-mapped store, from a PNG of it, and the original JPEG decoded.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -64,6 +66,15 @@ def make_dataset(root: Path, n: int, source: str) -> Path:
     return write_tiny_speedplus(root, {("lightbox", "test"): recs})
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process and of its finished children (the pool's workers, once shut down)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+CPU_LOG: dict[str, list[float]] = {"reference": [], "stage": [], "stage_1_worker": []}
+
+
 def reference_loop(root: Path, out: Path, size: tuple[int, int]) -> float:
     """Single-process decode, grayscale, resize, write; returns seconds."""
     names = [r["filename"] for r in json.loads((root / "lightbox" / "test.json").read_text())]
@@ -84,6 +95,30 @@ def stage_run(root: Path, out: Path, size, workers: int, force: bool) -> float:
     t0 = time.perf_counter()
     stage.run(root, out=out, size=size, workers=workers, force=force, progress=False)
     return time.perf_counter() - t0
+
+
+def read_costs(out: Path, tmp: Path, n: int = 60) -> dict:
+    """Median ms to get one stored image: memory-mapped store, PNG of the same image, the original JPEG."""
+    from speedpose.data import open_split
+
+    sp = open_split(out, "lightbox", "test")
+    idx = np.random.default_rng(0).permutation(len(sp))[:n]
+    pngs = []
+    for i in idx:
+        pngs.append(tmp / f"read{i}.png")
+        cv2.imwrite(str(pngs[-1]), sp.image(int(i)))
+
+    def med(fn, items) -> float:
+        ts = []
+        for it in items:
+            t0 = time.perf_counter()
+            fn(it)
+            ts.append(time.perf_counter() - t0)
+        return statistics.median(ts) * 1000
+
+    return {"store": med(lambda i: sp.image(int(i)), idx),
+            "png": med(lambda p: cv2.imread(str(p), cv2.IMREAD_GRAYSCALE), pngs),
+            "original_jpeg_full": med(lambda i: sp.full_image(int(i)), idx[:20])}
 
 
 def _children_hwm_kib(pid: int) -> int:
@@ -152,9 +187,12 @@ def main() -> None:
         ref, par, one, noop = [], [], [], []
         stage_run(root, tmp / "warm", size, args.workers, True)  # warm the page cache and imports
         for _ in range(args.repeats):
-            ref.append(reference_loop(root, tmp / "ref.npy", size))
-            par.append(stage_run(root, tmp / "out", size, args.workers, True))
-            one.append(stage_run(root, tmp / "out1", size, 1, True))
+            for key, lst, fn in (("reference", ref, lambda: reference_loop(root, tmp / "ref.npy", size)),
+                                 ("stage", par, lambda: stage_run(root, tmp / "out", size, args.workers, True)),
+                                 ("stage_1_worker", one, lambda: stage_run(root, tmp / "out1", size, 1, True))):
+                c0 = _cpu_s()
+                lst.append(fn())
+                CPU_LOG[key].append(_cpu_s() - c0)
             noop.append(stage_run(root, tmp / "out", size, args.workers, False))
         fig = {
             "n_images": args.n, "source": args.source, "size": list(size), "workers": args.workers,
@@ -168,6 +206,10 @@ def main() -> None:
         fig["speedup_1_worker_vs_reference"] = fig["stage_1_worker_img_per_s"] / fig["reference_img_per_s"]
         fig["speedup_workers_vs_1_worker"] = fig["stage_img_per_s"] / fig["stage_1_worker_img_per_s"]
         fig["all_runs_s"] = {"reference": ref, "stage": par, "stage_1_worker": one, "noop": noop}
+        # CPU cost per image (all processes, pool start-up included): what the wall-clock ratios become on idle cores
+        fig["cpu_ms_per_image"] = {k: statistics.median(v) / args.n * 1000 for k, v in CPU_LOG.items()}
+        fig["load_average_1min_end"] = os.getloadavg()[0]
+        fig["read_ms_per_image"] = read_costs(tmp / "out", tmp)
 
         mem = {}
         for n in [int(x) for x in args.memory_n.split(",") if x.strip()]:
@@ -192,6 +234,12 @@ def main() -> None:
     print(f"  preprocess, {args.workers} workers                     {fig['stage_img_per_s']:8.1f} img/s  "
           f"x{fig['speedup_vs_reference']:.2f} (x{fig['speedup_workers_vs_1_worker']:.2f} vs 1 worker)")
     print(f"  no-op re-run                              {fig['noop_rerun_s'] * 1000:8.1f} ms")
+    c = fig["cpu_ms_per_image"]
+    print(f"  CPU per image (all processes): reference {c['reference']:.1f} ms, 1 worker {c['stage_1_worker']:.1f} ms, "
+          f"{args.workers} workers {c['stage']:.1f} ms; 1-min load average at the end {fig['load_average_1min_end']:.1f}")
+    r = fig["read_ms_per_image"]
+    print(f"  read one stored image: store {r['store']:.3f} ms, PNG {r['png']:.2f} ms, original JPEG (full) "
+          f"{r['original_jpeg_full']:.1f} ms")
     if "noop_big" in fig:
         nb = fig["noop_big"]
         print(f"  no-op re-run, {nb['n_images']} images                {nb['median_s'] * 1000:8.1f} ms "
