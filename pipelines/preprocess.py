@@ -4,13 +4,15 @@ manifest (layout in :mod:`speedpose.data.loader`).
 Inputs: ``camera.json``, the label files, the images (and ``<domain>/masks/`` when present).
 Parameters: ``size`` (W, H of the stored images), ``skip_bad``.
 Caching: each split's manifest records two fingerprints built from file sizes and modification times (like make):
-``images`` (the ordered image/mask files, the size, the format version) and ``inputs`` (that plus the label file,
-camera.json and ``skip_bad``).  Same ``inputs``: nothing is done.  Same ``images`` only (a label file touched or
-edited): the index is rebuilt, the images are kept.  Otherwise everything is recomputed; ``force`` always does.
+``images`` (the ordered image/mask files, the size, the resize method, the format version) and ``inputs`` (that
+plus the label file, camera.json, the speedpose version and ``skip_bad``).  Same ``inputs``: nothing is done (cost:
+parsing the labels and one stat per file).  Same ``images`` only (a label file touched or edited): the index is rebuilt,
+the images are kept.  Otherwise everything is recomputed; ``force`` always does.
 Resuming: image rows are written in chunks to ``<split>/.partial/``; an interrupted run picks up the finished chunks
 when it is started again with the same inputs.
-Failure: all labels and image headers are validated before anything is written; a decoding failure found later
-removes that split's partial work.  A split's outputs are swapped in and its manifest written last.
+Failure: the labels of every split, then the image headers of every split to recompute, are validated before anything
+is written; a decoding failure found later removes that split's partial work (splits finished before it stay, complete).
+A split's outputs are swapped in and its manifest written last.
 """
 
 from __future__ import annotations
@@ -161,14 +163,15 @@ def _prepare_images(records: PoseRecords, partial: Path, images_fp: str, size: t
     resumable = False
     if work_file.is_file() and store.is_file():
         try:
-            resumable = read_json(work_file).get("images") == images_fp
+            work = read_json(work_file)
+            resumable = work.get("images") == images_fp and work.get("chunk") == CHUNK and work.get("n") == n
         except InputError:
             resumable = False
     if not resumable:
         shutil.rmtree(partial, ignore_errors=True)
         chunk_dir.mkdir(parents=True)
         create_store(store, n, size)
-        atomic_write_json(work_file, {"images": images_fp, "n": n, "size": list(size)})
+        atomic_write_json(work_file, {"images": images_fp, "n": n, "size": list(size), "chunk": CHUNK})
     offset, _ = store_offset(store)
     cam = records.camera
     full_size = (cam.width, cam.height)
