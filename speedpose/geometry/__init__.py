@@ -28,11 +28,16 @@ _EXPORTS = {
     "so3_children": "so3_grids",
     "so3_parent": "so3_grids",
     "so3_nearest_index": "so3_grids",
+    "so3_healpix_index": "so3_grids",
+    "so3_healpix_factors": "so3_grids",
+    "so3_healpix_wigner_features": "so3_grids",
+    "so3_healpix_wigner_table": "so3_grids",
     # Wigner-D features
     "n_so3_coeffs": "wigner",
     "n_s2_coeffs": "wigner",
     "wigner_features": "wigner",
     "wigner_D_blocks": "wigner",
+    "matrix_to_euler_zyz": "wigner",
     "s2_harmonics": "wigner",
     "delta_coeffs": "wigner",
 }
