@@ -73,6 +73,9 @@ def test_evaluate_refuses_a_run_of_another_dataset(roots, tmp_path, capsys):
     assert rc == 2 and "not --dataset pascal3d" in capsys.readouterr().err
     rc = main(["evaluate", "--dataset", "symsol", "--run", str(run), "--root", str(roots["pascal3d"])])
     assert rc == 2 and "modelnet10, pascal3d" in capsys.readouterr().err
+    # SPEED+ (the default dataset) still needs --domain
+    rc = main(["evaluate", "--run", str(run), "--root", str(roots["pascal3d"])])
+    assert rc == 2 and "--domain" in capsys.readouterr().err
 
 
 def test_train_without_root_is_a_clean_error(capsys):
