@@ -218,3 +218,20 @@ def test_viewpoint_absent_or_distance_zero_is_dropped(tmp_path):
     obj["viewpoint"]["distance"] = 0.0
     write_annotation(target, target.stem + ".jpg", 320, 240, [obj])
     assert Pascal3DAdapter(root).get_records("test").rejects[0].reason == "distance 0"
+
+
+@pytest.mark.parametrize("shrink", [1.0, 0.3])
+def test_fast_pinhole_warp_equals_the_general_warp(tree, shrink):
+    """The homography fast path gives the virtual camera's general (per-pixel map) warp, pyramid included."""
+    from speedpose.benchmarks.datasets import warp_pinhole
+    from speedpose.data.pascal3d import object_view, resolve_camera_and_box
+
+    root, _ = tree
+    rec = Pascal3DAdapter(root).get_records("test")
+    for i in range(len(rec)):
+        image = read_rgb(rec.image_paths[i])
+        camera, box = resolve_camera_and_box(rec.extras["K"][i], rec.extras["box_xyxy"][i], image.shape[1],
+                                             image.shape[0])
+        vc = object_view(camera, box, int(224 * shrink), 1.0, 0.2)
+        fast, ref = warp_pinhole(image, camera, vc).astype(int), vc.warp(image, camera).astype(int)
+        assert np.abs(fast - ref).max() <= 2 and np.abs(fast - ref).mean() < 0.05
