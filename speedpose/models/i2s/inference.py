@@ -36,7 +36,6 @@ from speedpose.geometry.wigner import (
     so3_generators,
     wigner_D_blocks,
     wigner_D_blocks_euler_zyz,
-    wigner_features,
 )
 from speedpose.models.i2s.grid_signal import SO3GridSignal, check_coeffs
 
