@@ -67,3 +67,11 @@ def test_label_file_layout(tmp_path):
     assert label_file(tmp_path, "sunlamp") == tmp_path / "sunlamp" / "test.json"
     with pytest.raises(InputError, match="unknown domain"):
         label_file(tmp_path, "moon")
+
+
+def test_atomic_writes_have_normal_permissions(tmp_path):
+    import os
+    import stat
+    write_labels(tmp_path / "l.json", [PoseLabel("a.jpg")])
+    mode = stat.S_IMODE(os.stat(tmp_path / "l.json").st_mode)
+    assert mode & stat.S_IRGRP and mode & stat.S_IROTH  # not mkstemp's 0600
