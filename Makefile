@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/speedpose --help
+	$(BIN)/speedpose demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -81,7 +81,8 @@ def _train(root: Path, prep: Path, runs: Path, p: DemoPlan, minutes_left: float,
 
 
 def run(out: Path = Path("demo"), minutes: float = 15.0, config: str = "standin_cpu",
-        overrides: Sequence[str] = (), sizes: DemoPlan | None = None, progress: bool = True) -> dict:
+        overrides: Sequence[str] = (), sizes: DemoPlan | None = None, n_examples: int = 4,
+        n_distributions: int = 2, progress: bool = True) -> dict:
     """Run the demo into ``out`` (see the module docstring); returns the summary also written to
     ``out/demo_summary.json``.
 
@@ -90,6 +91,7 @@ def run(out: Path = Path("demo"), minutes: float = 15.0, config: str = "standin_
         config: the experiment trained (``standin_cpu``; tests use ``smoke``).
         overrides: extra dotted config overrides for training.
         sizes: dataset sizes (default :func:`plan` of ``minutes``).
+        n_examples, n_distributions: worst/best overlays and distribution plots per evaluation report.
     """
     from pipelines import evaluate, preprocess, score, submit, synth
 
@@ -111,7 +113,8 @@ def run(out: Path = Path("demo"), minutes: float = 15.0, config: str = "standin_
     say("[demo] 4/4 evaluate and submit")
     reports = {}
     for domain in ("synthetic", "lightbox", "sunlamp"):
-        rep = evaluate.run(run_dir, root, domain, prep_dir=prep, out=out / "eval" / domain, progress=progress)
+        rep = evaluate.run(run_dir, root, domain, prep_dir=prep, out=out / "eval" / domain,
+                           n_examples=n_examples, n_distributions=n_distributions, progress=progress)
         reports[domain] = {"metrics": rep["metrics"], "report": str(Path(rep["out"]) / "report.html")}
     sub = submit.run(run_dir, root, out / "submission.csv", prep_dir=prep, progress=progress)
     scores = score.run(sub.csv, root)

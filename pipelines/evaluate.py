@@ -85,7 +85,8 @@ def run(run_dir: Path, root: Path, domain: str, split: str | None = None, checkp
         progress: bool = True) -> dict:
     """Evaluate ``run_dir`` on ``domain`` (see the module docstring); returns the content of report.json."""
     from speedpose.report import (breakdowns, error_histograms, errors_vs_distance, per_image_table, pose_overlay,
-                                  so3_distribution_plot, summarise, write_png, write_report_html)
+                                  summarise, write_png, write_report_html)
+    from speedpose.viz.so3_plot import plot_so3_distribution
 
     if domain not in DOMAINS:
         raise InputError(f"--domain: expected one of {', '.join(DOMAINS)}, got {domain!r}")
@@ -154,16 +155,15 @@ def run(run_dir: Path, root: Path, domain: str, split: str | None = None, checkp
                                 int(order[len(order) // 4])]))[:n_distributions]
     dists = []
     if picks:
-        pd_pred, R_grid, probs = distributions_in_camera(model, data, picks, loaded.cfg, dev)
+        _, R_grid, probs = distributions_in_camera(model, data, picks, loaded.cfg, dev)
         for j, k in enumerate(picks):
             r = df.iloc[k]
             f = figs / f"so3_{Path(r['filename']).stem}.png"
-            so3_distribution_plot(R_grid[j], probs[j], f, R_true=quat_wxyz_to_matrix(data.q_wxyz[k]),
-                                  R_pred=quat_wxyz_to_matrix(pd_pred.q_wxyz[j]),
+            plot_so3_distribution(R_grid[j], probs[j], f, R_true=quat_wxyz_to_matrix(data.q_wxyz[k]),
                                   title=f"{r['filename']}: E_R {r['e_r_deg']:.1f} deg, confidence "
-                                        f"{r['confidence']:.2f}")
+                                        f"{r['confidence']:.2f}", max_points=5000)
             dists.append((str(f.relative_to(out)), f"{r['filename']} (score {r['score']:.3f}): predicted "
-                          "distribution in the camera frame; circle = truth, cross = estimate"))
+                          "distribution in the camera frame (open circle: the truth)"))
 
     report = {
         "domain": domain, "split": split, "thresholds": thresholds,

@@ -22,7 +22,6 @@ from tqdm.auto import tqdm
 from speedpose.camera import Camera, load_camera, speedplus_camera
 from speedpose.data.image_store import read_gray, resize_gray
 from speedpose.errors import InputError
-from speedpose.geometry.rotations import quat_wxyz_to_matrix
 from speedpose.io_utils import atomic_path, atomic_write_json, atomic_write_text, read_json
 from speedpose.models.i2s import so3_distribution
 from speedpose.pose.inference import PosePredictions, predict_split
@@ -188,7 +187,8 @@ def run(images: Sequence[Path], run_dir: Path, camera: Path | None = None, out: 
         One dict per image: ``image``, ``q_wxyz`` (camera <- body, scalar first), ``r_cam_m`` [m],
         ``confidence``, ``box_xyxy`` [px], and the paths of the PNGs.
     """
-    from speedpose.report import pose_overlay, so3_distribution_plot, write_png
+    from speedpose.report import pose_overlay, write_png
+    from speedpose.viz.so3_plot import plot_so3_distribution
 
     paths = _collect_images(images)
     cam = load_camera(camera) if camera is not None else speedplus_camera()
@@ -216,9 +216,8 @@ def run(images: Sequence[Path], run_dir: Path, camera: Path | None = None, out: 
             ov = pose_overlay(files.full_image(i), cam, pred.q_wxyz[0], pred.r_cam_m[0], box_pred_xyxy=pred.box_xyxy[0],
                               text=text)
             write_png(out / f"{stem}_overlay.png", ov)
-            so3_distribution_plot(R_grid[0], probs[0], out / f"{stem}_so3.png",
-                                  R_pred=quat_wxyz_to_matrix(pred.q_wxyz[0]), title=f"{paths[i].name}: SO(3) "
-                                  "distribution, camera frame")
+            plot_so3_distribution(R_grid[0], probs[0], out / f"{stem}_so3.png", max_points=5000,
+                                  title=f"{paths[i].name}: SO(3) distribution, camera frame")
             rec["overlay"] = str(out / f"{stem}_overlay.png")
             rec["distribution_plot"] = str(out / f"{stem}_so3.png")
         results.append(rec)

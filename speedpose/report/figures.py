@@ -1,12 +1,9 @@
 """Figures of the evaluation report (matplotlib, Agg backend, PNG written atomically).
 
 * :func:`error_histograms`: E_R [deg] and E_T [m] over a domain's images;
-* :func:`errors_vs_distance`: both errors against the true distance, truncated images marked;
-* :func:`so3_distribution_plot`: a predicted distribution on SO(3) in the Implicit-PDF style (Murphy et al. 2021):
-  each grid rotation R (camera <- body) is drawn at the direction of the body z axis in the camera frame
-  (``R[:, 2]``, Mollweide projection: longitude ``atan2(R[1,2], R[0,2])``, latitude ``asin(R[2,2])``), coloured by
-  the remaining rotation about that axis (the third ZYZ Euler angle ``atan2(R[2,1], -R[2,0])``), with a marker area
-  proportional to its probability; the true rotation is an open circle of the same colour code, the estimate a cross.
+* :func:`errors_vs_distance`: both errors against the true distance, truncated images marked.
+
+SO(3) distribution plots are :func:`speedpose.viz.so3_plot.plot_so3_distribution`.
 """
 
 from __future__ import annotations
@@ -61,53 +58,4 @@ def errors_vs_distance(df: pd.DataFrame, path: str | Path, title: str = "") -> P
         ax.set_ylabel(label)
         ax.legend(loc="upper left", fontsize=8)
     fig.suptitle(title or "errors versus distance", fontsize=10)
-    return _save(fig, path)
-
-
-def _mollweide_coords(R: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(longitude, latitude, tilt) [rad] of rotations (N, 3, 3), see the module docstring."""
-    lon = np.arctan2(R[:, 1, 2], R[:, 0, 2])
-    lat = np.arcsin(np.clip(R[:, 2, 2], -1.0, 1.0))
-    tilt = np.arctan2(R[:, 2, 1], -R[:, 2, 0])
-    return lon, lat, tilt
-
-
-def so3_distribution_plot(R_grid: np.ndarray, probs: np.ndarray, path: str | Path,
-                          R_true: np.ndarray | None = None, R_pred: np.ndarray | None = None,
-                          title: str = "", mass: float = 0.95, max_points: int = 4000) -> Path:
-    """Plot a distribution on SO(3) (see the module docstring).
-
-    Args:
-        R_grid: (N, 3, 3) grid rotations in the frame to show (e.g. camera <- body).
-        probs: (N,) probability mass per grid cell (sums to 1).
-        R_true, R_pred: (3, 3) the true and the estimated rotation, same frame.
-        mass: the most probable cells holding this much mass are drawn (at most ``max_points``).
-    """
-    R_grid = np.asarray(R_grid, dtype=np.float64)
-    p = np.asarray(probs, dtype=np.float64)
-    order = np.argsort(-p)
-    keep = order[:max(1, min(max_points, int(np.searchsorted(np.cumsum(p[order]), mass)) + 1))]
-    lon, lat, tilt = _mollweide_coords(R_grid[keep])
-    cmap = plt.get_cmap("hsv")
-    norm = plt.Normalize(-np.pi, np.pi)
-    fig = plt.figure(figsize=(6.4, 3.6))
-    ax = fig.add_subplot(111, projection="mollweide")
-    size = 4 + 120 * p[keep] / max(float(p[keep].max()), 1e-12)
-    ax.scatter(lon, lat, s=size, c=cmap(norm(tilt)), alpha=0.7, linewidths=0)
-    for R, marker, label in ((R_true, "o", "true"), (R_pred, "x", "estimate")):
-        if R is None:
-            continue
-        lo, la, ti = _mollweide_coords(np.asarray(R, dtype=np.float64)[None])
-        if marker == "o":
-            ax.scatter(lo, la, s=260, marker="o", facecolors="none", edgecolors=[cmap(norm(ti[0]))],
-                       linewidths=2.5, label=label)
-        else:
-            ax.scatter(lo, la, s=140, marker="x", c="black", linewidths=2.0, label=label)
-    ax.grid(True, alpha=0.4)
-    ax.set_xticklabels([])
-    ax.legend(loc="lower right", fontsize=7, framealpha=0.7)
-    sm = plt.cm.ScalarMappable(cmap=cmap, norm=norm)
-    cb = fig.colorbar(sm, ax=ax, fraction=0.03, pad=0.04)
-    cb.set_label("rotation about body z [rad]", fontsize=7)
-    ax.set_title(title or f"SO(3) distribution ({len(keep)} cells hold {mass:.0%} of the mass)", fontsize=9)
     return _save(fig, path)

@@ -1,0 +1,75 @@
+"""`speedpose demo`: the whole chain end to end (a smoke variant by default; `demo --minutes 1` is slow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines import demo as demo_stage
+from pipelines import score as score_stage
+from speedpose.submission import read_submission_csv
+
+SMOKE = ["data.val_limit=2", "train.batch_size=2", "train.workers=0", "train.device=cpu", "train.max_steps=2"]
+
+
+def test_plan_scales_with_the_budget():
+    small, default = demo_stage.plan(1), demo_stage.plan(15)
+    assert (small.train, small.val, small.lightbox) == (12, 3, 3)
+    assert (default.train, default.val, default.lightbox, default.sunlamp) == (180, 24, 24, 24)
+    assert demo_stage.plan(1000).train == 320
+    with pytest.raises(Exception, match="positive"):
+        demo_stage.plan(0)
+
+
+@pytest.fixture(scope="module")
+def smoke_demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    sizes = demo_stage.DemoPlan(minutes=1.0, train=4, val=2, lightbox=2, sunlamp=2, config="smoke")
+    s = demo_stage.run(out, 1.0, "smoke", SMOKE, sizes=sizes, n_examples=1, n_distributions=1, progress=False)
+    return s, out, sizes
+
+
+def test_demo_runs_end_to_end(smoke_demo):
+    s, out, _ = smoke_demo
+    assert json.loads((out / "demo_summary.json").read_text())["submission"] == s["submission"]
+    assert s["training"]["action"] == "trained" and s["training"]["global_step"] >= 1
+    assert s["training"]["stopped"] in ("max_steps", "max_time")
+    for domain in ("synthetic", "lightbox", "sunlamp"):
+        m = s["evaluation"][domain]["metrics"]
+        assert m["count"] == 2 and np.isfinite(m["score"])
+        assert Path(s["evaluation"][domain]["report"]).is_file()
+    sub = read_submission_csv(s["submission"])
+    assert {d: len(v) for d, v in sub.items()} == {"lightbox": 2, "sunlamp": 2}
+    # the submission's scores are the evaluation's
+    for d in ("lightbox", "sunlamp"):
+        assert s["submission_scores"][d]["score"] == pytest.approx(s["evaluation"][d]["metrics"]["score"], abs=1e-9)
+    text = demo_stage.format_summary(s)
+    assert "mean(lightbox, sunlamp)" in text and "report" in text
+
+
+def test_demo_rerun_reuses_the_cache(smoke_demo):
+    from pipelines import synth
+
+    s, out, p = smoke_demo
+    again = synth.run(Path(s["dataset"]), p.train, p.val, p.lightbox, p.sunlamp, seed=p.seed, progress=False)
+    assert again["rendered"] == 0
+    t = demo_stage._train(Path(s["dataset"]), out / "preprocessed", out / "runs", p, 1.0, SMOKE, False)
+    assert t["action"] == "reused (finished earlier)" and t["run_dir"] == s["training"]["run_dir"]
+
+
+@pytest.mark.slow
+def test_demo_command_one_minute(tmp_path, capsys):
+    """The real thing with a one-minute budget (standin_cpu; several minutes on 2 busy cores)."""
+    from speedpose.cli import main
+
+    assert main(["demo", "--out", str(tmp_path), "--minutes", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "speedpose demo finished" in out and "mean(lightbox, sunlamp)" in out
+    s = json.loads((tmp_path / "demo_summary.json").read_text())
+    scores = score_stage.run(Path(s["submission"]), Path(s["dataset"]))
+    assert scores["lightbox"].score == pytest.approx(s["evaluation"]["lightbox"]["metrics"]["score"], abs=1e-9)
+    assert main(["demo", "--out", str(tmp_path), "--minutes", "1"]) == 0  # re-run: cached, training skipped
+    assert "training: reused" in capsys.readouterr().out
