@@ -74,7 +74,7 @@ def make_adapter(cfg: BenchmarkExperiment) -> ModelNet10Adapter | Pascal3DAdapte
         raise InputError(f"no dataset: pass --root DIR (the {cfg.task} data folder) or set data.root")
     if isinstance(cfg, ModelNet10Experiment):
         return ModelNet10Adapter(cfg.data.root)
-    return Pascal3DAdapter(cfg.data.root, cfg.data.synthetic_root)
+    return Pascal3DAdapter(cfg.data.root, cfg.data.synthetic_root, progress=True)
 
 
 def class_names(cfg: BenchmarkExperiment) -> tuple[str, ...]:

@@ -48,6 +48,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import scipy.io
+from tqdm import tqdm
 
 from speedpose.camera import Camera
 from speedpose.data.base import DatasetAdapter, Reject
@@ -202,13 +203,15 @@ class Pascal3DAdapter(DatasetAdapter):
     Args:
         root: the ``PASCAL3D+_release1.1`` folder.
         synthetic_root: folder holding ``syn_images_cropped_bkg_overlaid/`` (split ``synthetic``), or None.
+        progress: show a progress bar while the annotation files are read (about 11,000 for ``train``).
     """
 
     splits = ("train", "test", "synthetic")
 
-    def __init__(self, root: str | Path, synthetic_root: str | Path | None = None):
+    def __init__(self, root: str | Path, synthetic_root: str | Path | None = None, progress: bool = False):
         self.root = Path(root)
         self.synthetic_root = None if synthetic_root is None else Path(synthetic_root)
+        self.progress = progress
 
     def _sources(self, split: str) -> list[tuple[str, str, Path]]:
         """(class, source, list file) of a split, in the reference's order."""
@@ -230,9 +233,13 @@ class Pascal3DAdapter(DatasetAdapter):
         if not self.root.is_dir():
             raise InputError("PASCAL3D+ root not found (expected the PASCAL3D+_release1.1 folder)", self.root)
         rows, files, rejects = [], [], []
-        for cls, source, list_file in self._sources(split):
+        sources = [(cls, source, list_file, _read_list(list_file)) for cls, source, list_file in self._sources(split)]
+        bar = tqdm(total=sum(len(ids) for *_, ids in sources), desc=f"pascal3d {split} annotations", unit="file",
+                   disable=not self.progress)
+        for cls, source, list_file, ids in sources:
             ext = ".jpg" if source == "pascal" else ".JPEG"
-            for image_id in _read_list(list_file):
+            for image_id in ids:
+                bar.update()
                 image = self.root / "Images" / f"{cls}_{source}" / f"{image_id}{ext}"
                 if source == "pascal" and not image.is_file():
                     continue  # VOC lists every image; only those with the class have a PASCAL3D+ copy
@@ -248,6 +255,7 @@ class Pascal3DAdapter(DatasetAdapter):
                     continue
                 rows.append(obj)
                 files.append((name, image, ann))
+        bar.close()
         return self._records(split, rows, files, rejects)
 
     def _records(self, split, rows, files, rejects) -> CategoryRecords:
