@@ -7,9 +7,13 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 from fixtures_benchmarks import write_modelnet10_root, write_pascal3d_tree
+from pipelines.train import resolve_config
+from speedpose.benchmarks import build_model
 from speedpose.cli import main
+from speedpose.config import load_config
 
 # the shipped recipe with a small network: resnet18, lmax 3, 64 px (the architecture of the recipe is kept by the
 # slow test below); the two-step budget is one epoch of the fixture, so validation runs too
@@ -92,3 +96,19 @@ def test_full_size_recipe_two_steps(dataset, roots, tmp_path):
                "run", "model.pretrained=false", "train.workers=0", "train.device=cpu", "train.max_steps=2",
                "train.epochs=1", f"train.batch_size={BATCH[dataset]}", "data.val_limit=2"])
     assert rc == 0 and (tmp_path / "run" / "last.pt").is_file()
+
+
+@pytest.mark.parametrize("conditioned", [True, False])
+def test_class_conditioning_changes_the_prediction_only_when_on(conditioned):
+    """The one-hot class reaches the head (cond_dim 10) when class_conditioned, and is ignored otherwise."""
+    overrides = [o for o in SMALL if o.startswith(("model.", "data.image_size"))]
+    cfg = load_config(resolve_config(None, "modelnet10"), [*overrides,
+                                                            f"model.class_conditioned={str(conditioned).lower()}"])
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    assert model.head.config.cond_dim == (10 if conditioned else 0)
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        a = model(images, torch.tensor([0, 0]))
+        b = model(images, torch.tensor([3, 9]))
+    assert torch.allclose(a, b) != conditioned
