@@ -1,0 +1,90 @@
+"""Data loading versus training speed of the SPEED+ pose pipeline (issue: "data loading must not limit training").
+
+Measures, on a preprocessed stand-in (or real) SPEED+ root, in one process:
+  * loader throughput: training samples per second produced by PoseSamples (virtual-camera crop from the cheapest
+    sufficient source, photometric augmentation, localiser frame), single process;
+  * training throughput: images per second of the training step (forward + backward + optimiser) of the same
+    config, with batches pre-loaded so that no loading is timed.
+Reports medians over --repeats and the ratio loader / training (>= 2 means one loader worker keeps up with two
+training steps' worth of images).
+
+Usage:
+    .venv/bin/python tools/bench_pose_pipeline.py --root DATA --config standin_cpu --repeats 5 [key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import time
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.data import default_collate  # noqa: E402
+
+from pipelines.train import resolve_config  # noqa: E402
+from speedpose.config import load_config  # noqa: E402
+from speedpose.pose.task import SpeedplusTask  # noqa: E402
+from speedpose.training import build_optimizer  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", required=True)
+    ap.add_argument("--config", default="standin_cpu")
+    ap.add_argument("--samples", type=int, default=64, help="samples per loader measurement")
+    ap.add_argument("--steps", type=int, default=4, help="training steps per measurement")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = load_config(resolve_config(args.config, "speedplus"), [f"data.root={args.root}", *args.overrides])
+    task = SpeedplusTask(cfg)
+    ds = task.train_dataset()
+    n = len(ds)
+    bs = cfg.train.batch_size
+
+    def load(k0: int, count: int) -> list:
+        out = []
+        for k in range(k0, k0 + count):
+            np.random.seed(k)
+            out.append(ds[k % n])
+        return out
+
+    torch.manual_seed(0)
+    model = task.build_model().train()
+    opt = build_optimizer(model.parameters(), cfg.optim)
+    batch = default_collate(load(0, bs))
+
+    def step() -> None:
+        loss = task.training_step(model, batch)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()  # warm-up
+    loader_ips, train_ips = [], []
+    for r in range(args.repeats):  # interleaved
+        t = time.perf_counter()
+        load(r * args.samples, args.samples)
+        loader_ips.append(args.samples / (time.perf_counter() - t))
+        t = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        train_ips.append(args.steps * bs / (time.perf_counter() - t))
+    lo, tr = statistics.median(loader_ips), statistics.median(train_ips)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"config {args.config} ({cfg.model.kind}, {cfg.model.encoder}, crop {cfg.data.crop_size}, batch {bs}), "
+          f"{args.threads} threads, {n} training images")
+    print(f"loader   : {lo:7.1f} samples/s (median of {args.repeats}; runs {[round(v, 1) for v in loader_ips]})")
+    print(f"training : {tr:7.1f} images/s  (median of {args.repeats}; runs {[round(v, 1) for v in train_ips]})")
+    print(f"ratio loader/training: {lo / tr:.2f}   peak RSS {peak:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
