@@ -17,8 +17,8 @@ SMOKE = ["data.val_limit=2", "train.batch_size=2", "train.workers=0", "train.dev
 
 def test_plan_scales_with_the_budget():
     small, default = demo_stage.plan(1), demo_stage.plan(15)
-    assert (small.train, small.val, small.lightbox) == (12, 3, 3)
-    assert (default.train, default.val, default.lightbox, default.sunlamp) == (180, 24, 24, 24)
+    assert (small.train, small.val, small.lightbox) == (8, 3, 3)
+    assert (default.train, default.val, default.lightbox, default.sunlamp) == (120, 18, 18, 18)
     assert demo_stage.plan(1000).train == 320
     with pytest.raises(Exception, match="positive"):
         demo_stage.plan(0)
