@@ -38,12 +38,16 @@ from speedpose.labels import PoseLabel, label_file, read_labels, write_labels
 from speedpose.tango import keypoint_box, project_keypoints
 
 MANIFEST = ".speedpose-synth.json"
-FORMAT_VERSION = 1
+#: bumped whenever the rendered bytes change for the same parameters: an output made by another version is not
+#: resumed (it would mix two looks)
+FORMAT_VERSION = 2
 #: (split, domain, label-file split) in rendering order
 SPLITS = (("train", "synthetic", "train"), ("validation", "synthetic", "validation"),
           ("lightbox", "lightbox", None), ("sunlamp", "sunlamp", None))
 POSE_KEYS = tuple(s[0] for s in SPLITS)
 JPEG_QUALITY = 95
+#: below this many images per worker, starting worker processes costs more than it saves: render in-process
+MIN_IMAGES_PER_WORKER = 8
 MASK_JPEG_QUALITY = 100
 #: decimals of the written labels (SPEED+: 6 in synthetic, 12 in lightbox/sunlamp); images use the rounded values
 LABEL_DECIMALS = {"synthetic": 6, "lightbox": 12, "sunlamp": 12}
@@ -149,19 +153,18 @@ def _claim(out: Path, params: dict) -> bool:
 _WORKER: dict = {}
 
 
-def _init_worker(camera: Camera, root: str) -> None:
+def _init_worker(warp, root: str) -> None:
     from speedpose.render.backgrounds import noise_bank
-    from speedpose.render.distortion import distortion_warp
+    from speedpose.render.distortion import register_warp
 
-    # built once in the parent before forking, so workers inherit them: dictionary lookups here
-    _WORKER["warp"] = distortion_warp(camera)
-    noise_bank()
+    _WORKER["warp"] = register_warp(warp)
     _WORKER["root"] = Path(root)
+    noise_bank()
 
 
-def _init_pool_worker(camera: Camera, root: str) -> None:
+def _init_pool_worker(warp, root: str) -> None:
     cv2.setNumThreads(1)  # the pool parallelises over images
-    _init_worker(camera, root)
+    _init_worker(warp, root)
 
 
 def _render(job: Job) -> dict:
@@ -202,7 +205,8 @@ def run(out: Path, train: int, val: int, lightbox: int, sunlamp: int, seed: int 
         out: output folder (created; must be empty or a previous output of this stage with the same parameters).
         train, val, lightbox, sunlamp: images per split.
         seed: dataset seed (same seed and parameters -> the same bytes).
-        workers: processes (0 = all cores; 1 = in this process).
+        workers: processes (0 = all cores; 1 = in this process).  Small jobs (fewer than
+            :data:`MIN_IMAGES_PER_WORKER` images per worker) use fewer workers, down to rendering in this process.
         poses: optional pose files per split key (``train``, ``validation``, ``lightbox``, ``sunlamp``).
         progress: show a tqdm progress bar.
     Returns:
@@ -228,18 +232,24 @@ def run(out: Path, train: int, val: int, lightbox: int, sunlamp: int, seed: int 
             if workers == 0 else int(workers)
         if n_workers < 1:
             raise InputError(f"workers: expected 0 (all cores) or a positive number, got {workers}")
-        n_workers = min(n_workers, len(todo))
+        n_workers = max(1, min(n_workers, len(todo) // MIN_IMAGES_PER_WORKER))
         bar = tqdm(total=len(todo), desc="synth", unit="img", disable=not progress)
         try:
+            from speedpose.render.distortion import distortion_warp
+
+            warp = distortion_warp(camera)
             if n_workers == 1:
-                _init_worker(camera, str(out))
+                _init_worker(warp, str(out))
                 for job in todo:
                     results.append(_render(job))
                     bar.update()
             else:
-                _init_worker(camera, str(out))  # build the warp once; forked workers inherit it
-                ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-                with ctx.Pool(n_workers, initializer=_init_pool_worker, initargs=(camera, str(out))) as pool:
+                # forkserver, not fork: a process that has run torch, OpenBLAS or OpenCV threads can deadlock its
+                # forked children (seen in a test session); the warp travels to the workers pickled (18 MB)
+                ctx = mp.get_context("forkserver")
+                # the server imports the renderer once; workers fork from it (no effect if it already runs)
+                ctx.set_forkserver_preload(["pipelines.synth", "speedpose.render"])
+                with ctx.Pool(n_workers, initializer=_init_pool_worker, initargs=(warp, str(out))) as pool:
                     for res in pool.imap_unordered(_render, todo, chunksize=1):
                         results.append(res)
                         bar.update()

@@ -29,9 +29,15 @@ def _files(root: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> tuple[Path, dict]:
+    """The tiny set, rendered by a pool of two worker processes (forced even for so few images)."""
     out = tmp_path_factory.mktemp("synth") / "tiny"
     t0 = time.perf_counter()
-    summary = synth.run(out, **TINY, workers=2, progress=False)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(synth, "MIN_IMAGES_PER_WORKER", 1)
+    try:
+        summary = synth.run(out, **TINY, workers=2, progress=False)
+    finally:
+        mp.undo()
     summary["wall"] = time.perf_counter() - t0
     return out, summary
 

@@ -100,6 +100,12 @@ def distortion_warp(camera: Camera) -> DistortionWarp:
     return _CACHE[key]
 
 
+def register_warp(warp: DistortionWarp) -> DistortionWarp:
+    """Put an already built warp (e.g. received by a worker process) into this process's cache; returns it."""
+    _CACHE.setdefault(_camera_key(warp.camera), warp)
+    return _CACHE[_camera_key(warp.camera)]
+
+
 def _build(camera: Camera) -> DistortionWarp:
     W, H = camera.width, camera.height
     u, v = np.meshgrid(np.arange(W, dtype=np.float64), np.arange(H, dtype=np.float64))
