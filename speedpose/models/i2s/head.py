@@ -106,6 +106,11 @@ class I2SHead(nn.Module):
         self.so3_conv = SO3Conv(cfg.hidden_channels, 1, cfg.lmax,
                                 near_identity_rotations(math.radians(cfg.so3_kernel_max_angle_deg)))
         self.grid = SO3GridSignal(cfg.train_grid_level, cfg.lmax)
+        # A grid value sums n_coeffs terms (the Wigner rows of degree l carry norm 2l+1), so unit-variance output
+        # coefficients give logits of std ~sqrt(n_coeffs) (~20 for lmax 6): a confidently wrong start with a
+        # cross-entropy of ~100 nats.  Shrinking the last layer's init by 1/sqrt(n_coeffs) starts near uniform.
+        with torch.no_grad():
+            self.so3_conv.weight.mul_(1.0 / math.sqrt(self.n_coeffs))
 
     def forward(self, fmap: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """(B, C, H, W) feature map [, (B, cond_dim) condition] -> (B, n_coeffs) Fourier coefficients."""
