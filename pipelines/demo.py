@@ -99,7 +99,9 @@ def run(out: Path = Path("demo"), minutes: float = 15.0, config: str = "standin_
     t0 = time.monotonic()
     p = sizes or plan(minutes, config)
     out = Path(out)
-    root = out / f"standin-{p.train}-{p.val}-{p.lightbox}-{p.sunlamp}-seed{p.seed}"
+    # the renderer's format version is part of the name: a newer speedpose renders into a new folder
+    version = getattr(synth, "FORMAT_VERSION", 0)
+    root = out / f"standin-v{version}-{p.train}-{p.val}-{p.lightbox}-{p.sunlamp}-seed{p.seed}"
     prep = out / "preprocessed"
     say = print if progress else (lambda *a, **k: None)
     say(f"[demo] 1/4 stand-in dataset -> {root}")

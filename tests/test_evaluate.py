@@ -210,3 +210,15 @@ def test_evaluate_refuses_bad_input(smoke_run, tiny_prepared, tmp_path):
     assert main(["evaluate", "--run", str(smoke_run), "--root", str(root), "--domain", "moon"]) == 2
     assert main(["evaluate", "--run", str(smoke_run), "--root", str(root), "--domain", "lightbox",
                  "--checkpoint", "nope.pt", "--prep", str(prep)]) == 2
+
+
+def test_a_split_is_preprocessed_on_demand_once(tiny_standin, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SPEEDPOSE_CACHE", str(tmp_path / "cache"))
+    split = evaluate_stage.open_or_preprocess(tiny_standin, "sunlamp", "test", progress=True)
+    assert "not preprocessed yet" in capsys.readouterr().out
+    assert len(split) == 3 and str(split.directory).startswith(str(tmp_path / "cache"))
+    manifest = split.directory / "manifest.json"
+    stamp = manifest.stat().st_mtime_ns
+    again = evaluate_stage.open_or_preprocess(tiny_standin, "sunlamp", "test", progress=True)
+    assert "not preprocessed yet" not in capsys.readouterr().out
+    assert again.filenames == split.filenames and manifest.stat().st_mtime_ns == stamp
