@@ -13,15 +13,32 @@ returns the same type, dtype and device.
 
 from __future__ import annotations
 
+import importlib
 import math
-from typing import TypeVar
+import sys
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-import torch
 
 from speedpose.errors import ShapeError
 
-Array = TypeVar("Array", np.ndarray, torch.Tensor)
+if TYPE_CHECKING:
+    import torch
+else:
+    class _LazyTorch:
+        """torch, imported on first use: numpy-only callers (preprocess workers, the renderer) never load it."""
+
+        def __getattr__(self, name: str):
+            return getattr(importlib.import_module("torch"), name)
+
+    torch = _LazyTorch()
+
+Array = TypeVar("Array")  # np.ndarray or torch.Tensor; every function returns the type it is given
+
+
+def _is_tensor(x) -> bool:
+    mod = sys.modules.get("torch")  # a tensor cannot exist unless torch was imported
+    return mod is not None and isinstance(x, mod.Tensor)
 
 
 def _check_last(x, shape: tuple[int, ...], name: str) -> None:
@@ -30,11 +47,11 @@ def _check_last(x, shape: tuple[int, ...], name: str) -> None:
 
 
 def _xp(x):
-    return torch if isinstance(x, torch.Tensor) else np
+    return sys.modules["torch"] if _is_tensor(x) else np
 
 
 def _as_array(x):
-    return x if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.result_type(np.asarray(x).dtype, np.float32))
+    return x if _is_tensor(x) else np.asarray(x, dtype=np.result_type(np.asarray(x).dtype, np.float32))
 
 
 def quat_wxyz_to_matrix(q_wxyz: Array) -> Array:
@@ -56,7 +73,7 @@ def quat_wxyz_to_matrix(q_wxyz: Array) -> Array:
         2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
         2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
     ]
-    m = xp.stack(rows, -1) if xp is torch else np.stack(rows, axis=-1)
+    m = xp.stack(rows, -1) if xp is not np else np.stack(rows, axis=-1)
     return m.reshape(tuple(q.shape[:-1]) + (3, 3))
 
 
@@ -77,7 +94,7 @@ def matrix_to_quat_wxyz(R: Array) -> Array:
     m00, m01, m02 = R[..., 0, 0], R[..., 0, 1], R[..., 0, 2]
     m10, m11, m12 = R[..., 1, 0], R[..., 1, 1], R[..., 1, 2]
     m20, m21, m22 = R[..., 2, 0], R[..., 2, 1], R[..., 2, 2]
-    stack = (lambda xs: torch.stack(xs, -1)) if xp is torch else (lambda xs: np.stack(xs, axis=-1))
+    stack = (lambda xs: torch.stack(xs, -1)) if xp is not np else (lambda xs: np.stack(xs, axis=-1))
     # 4 * (w^2, x^2, y^2, z^2)
     d = stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22])
     # candidate quaternions, each scaled by 4 * (its largest component)
@@ -90,7 +107,7 @@ def matrix_to_quat_wxyz(R: Array) -> Array:
         ],
         -2,
     )
-    if xp is torch:
+    if xp is not np:
         best = d.argmax(dim=-1)
         q = torch.gather(cand, -2, best[..., None, None].expand(*best.shape, 1, 4)).squeeze(-2)
         q = q / torch.linalg.norm(q, dim=-1, keepdim=True)
@@ -114,8 +131,8 @@ def canonical_quat_wxyz(q_wxyz: Array) -> Array:
     xp = _xp(q)
     # first component that is not (numerically) zero decides the sign
     nonzero = xp.abs(q) > 1e-12
-    first = nonzero.int().argmax(dim=-1) if xp is torch else nonzero.argmax(axis=-1)
-    if xp is torch:
+    first = nonzero.int().argmax(dim=-1) if xp is not np else nonzero.argmax(axis=-1)
+    if xp is not np:
         lead = torch.gather(q, -1, first[..., None])
     else:
         lead = np.take_along_axis(q, first[..., None], axis=-1)
@@ -136,14 +153,14 @@ def quat_wxyz_multiply(a: Array, b: Array) -> Array:
         aw * by - ax * bz + ay * bw + az * bx,
         aw * bz + ax * by - ay * bx + az * bw,
     ]
-    return torch.stack(out, -1) if xp is torch else np.stack(out, axis=-1)
+    return torch.stack(out, -1) if xp is not np else np.stack(out, axis=-1)
 
 
 def quat_wxyz_conjugate(q_wxyz: Array) -> Array:
     """Conjugate (inverse for unit quaternions) of scalar-first quaternions. (..., 4) -> (..., 4)."""
     q = _as_array(q_wxyz)
     _check_last(q, (4,), "q_wxyz")
-    sign = q.new_tensor([1.0, -1.0, -1.0, -1.0]) if isinstance(q, torch.Tensor) else np.array([1.0, -1.0, -1.0, -1.0])
+    sign = q.new_tensor([1.0, -1.0, -1.0, -1.0]) if _is_tensor(q) else np.array([1.0, -1.0, -1.0, -1.0])
     return q * sign
 
 
@@ -164,7 +181,7 @@ def geodesic_angle_matrix(R1: Array, R2: Array) -> Array:
     Rd = xp.swapaxes(R1, -1, -2) @ R2 if xp is np else R1.transpose(-1, -2) @ R2
     cos = (Rd[..., 0, 0] + Rd[..., 1, 1] + Rd[..., 2, 2] - 1) / 2
     vee = [Rd[..., 2, 1] - Rd[..., 1, 2], Rd[..., 0, 2] - Rd[..., 2, 0], Rd[..., 1, 0] - Rd[..., 0, 1]]
-    if xp is torch:
+    if xp is not np:
         sin = torch.linalg.norm(torch.stack(vee, -1), dim=-1) / 2
         return torch.atan2(sin, cos)
     sin = np.linalg.norm(np.stack(vee, axis=-1), axis=-1) / 2
@@ -186,7 +203,7 @@ def geodesic_angle_quat_wxyz(q1_wxyz: Array, q2_wxyz: Array) -> Array:
     _check_last(q1, (4,), "q1_wxyz")
     _check_last(q2, (4,), "q2_wxyz")
     xp = _xp(q1)
-    if xp is torch:
+    if xp is not np:
         q1 = q1 / torch.linalg.norm(q1, dim=-1, keepdim=True)
         q2 = q2 / torch.linalg.norm(q2, dim=-1, keepdim=True)
         rel = quat_wxyz_multiply(quat_wxyz_conjugate(q1), q2)
@@ -202,7 +219,7 @@ def axis_angle_to_matrix(axis_angle: Array) -> Array:
     v = _as_array(axis_angle)
     _check_last(v, (3,), "axis_angle")
     xp = _xp(v)
-    if xp is torch:
+    if xp is not np:
         theta = torch.linalg.norm(v, dim=-1, keepdim=True)
         half = theta / 2
         # sin(x/2)/x with its limit 1/2 at 0
@@ -221,7 +238,7 @@ def matrix_to_axis_angle(R: Array) -> Array:
     """Rotation vectors (..., 3) (axis * angle in radians, angle in [0, pi]) of rotation matrices (..., 3, 3)."""
     q = matrix_to_quat_wxyz(R)  # w >= 0, so the angle is in [0, pi]
     xp = _xp(q)
-    if xp is torch:
+    if xp is not np:
         s = torch.linalg.norm(q[..., 1:], dim=-1, keepdim=True)
         angle = 2 * torch.atan2(s, q[..., :1])
         k = torch.where(s > 1e-8, angle / s.clamp_min(1e-12), 2.0 + 0 * s)
@@ -244,7 +261,7 @@ def random_quat_wxyz(n: int, generator: np.random.Generator | torch.Generator | 
     Returns:
         (n, 4) unit quaternions (w, x, y, z).
     """
-    if isinstance(generator, torch.Generator):
+    if "torch" in sys.modules and isinstance(generator, sys.modules["torch"].Generator):
         q = torch.randn(n, 4, generator=generator, dtype=dtype or torch.float32)
         return q / torch.linalg.norm(q, dim=-1, keepdim=True)
     rng = generator if generator is not None else np.random.default_rng()
@@ -266,7 +283,7 @@ def rotation_about_z(theta_rad: Array) -> Array:
     c, s = xp.cos(t), xp.sin(t)
     zero, one = c * 0, c * 0 + 1
     rows = [c, -s, zero, s, c, zero, zero, zero, one]
-    m = torch.stack(rows, -1) if xp is torch else np.stack(rows, axis=-1)
+    m = torch.stack(rows, -1) if xp is not np else np.stack(rows, axis=-1)
     return m.reshape(tuple(t.shape) + (3, 3))
 
 
