@@ -170,6 +170,9 @@ def _init_pool_worker(warp, root: str) -> None:
 def _render(job: Job) -> dict:
     from speedpose.render.domains import render_frame
 
+    import resource
+
+    cpu0 = time.process_time()
     root: Path = _WORKER["root"]
     rng = np.random.default_rng(list(job.seed_words))
     frame = render_frame(_WORKER["warp"], np.array(job.q_wxyz), np.array(job.r_cam_m), job.domain, rng, job.earth)
@@ -181,7 +184,8 @@ def _render(job: Job) -> dict:
             tmp.write_bytes(buf.tobytes())
             tmp.chmod(0o644)  # a dataset is shared: mkstemp's 0600 would hide it from other users
     return {"domain": job.domain, "filename": job.filename, "earth": frame.earth,
-            "visible_keypoints": int(frame.keypoints_visible.sum())}
+            "visible_keypoints": int(frame.keypoints_visible.sum()), "cpu_s": time.process_time() - cpu0,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "pid": os.getpid()}
 
 
 def _done(root: Path, job: Job) -> bool:
@@ -211,7 +215,8 @@ def run(out: Path, train: int, val: int, lightbox: int, sunlamp: int, seed: int 
         progress: show a tqdm progress bar.
     Returns:
         A summary: counts per split, images rendered now and skipped, seconds, images per second, the fraction of
-        truncated images (a keypoint outside the frame) and of Earth backgrounds.
+        truncated images (a keypoint outside the frame) and of Earth backgrounds, the number of rendering processes,
+        their CPU seconds per image and their largest peak resident memory.
     """
     out = Path(out)
     t0 = time.perf_counter()
@@ -275,7 +280,10 @@ def _summary(out: Path, jobs_by_split, camera: Camera, results: list[dict], skip
     return {"out": str(out), "images": counts, "rendered": rendered, "skipped": skipped,
             "seconds": round(seconds, 3), "images_per_second": round(rendered / seconds, 3) if rendered else None,
             "truncated_fraction": trunc,
-            "earth_fraction": (sum(r["earth"] for r in results) / rendered) if rendered else None}
+            "earth_fraction": (sum(r["earth"] for r in results) / rendered) if rendered else None,
+            "workers": len({r["pid"] for r in results}),
+            "cpu_s_per_image": (sum(r["cpu_s"] for r in results) / rendered) if rendered else None,
+            "peak_rss_mib_per_process": max((r["peak_rss_mib"] for r in results), default=None)}
 
 
 def format_summary(summary: dict) -> str:

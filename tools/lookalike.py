@@ -62,7 +62,8 @@ def main() -> None:
         row = np.hstack(panels)
         cv2.imwrite(str(args.out / f"{Path(lab.filename).stem}.png"), row)
         rows.append(cv2.resize(row, (row.shape[1] // 2, row.shape[0] // 2), interpolation=cv2.INTER_AREA))
-        print(f"{lab.filename}: distance {np.linalg.norm(lab.r_cam_m):.2f} m -> {args.out / (Path(lab.filename).stem + '.png')}")
+        dest = args.out / f"{Path(lab.filename).stem}.png"
+        print(f"{lab.filename}: distance {np.linalg.norm(lab.r_cam_m):.2f} m -> {dest}")
     if rows:
         cv2.imwrite(str(args.out / "contact_sheet.png"), np.vstack(rows))
 
