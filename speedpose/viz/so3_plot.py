@@ -67,8 +67,10 @@ def plot_so3_distribution(rotations, probs, path: str | Path, R_true=None, title
         Rt = R_true.detach().cpu().double().numpy() if isinstance(R_true, torch.Tensor) else np.asarray(R_true)
         Rt = Rt.reshape(-1, 3, 3)
         tl, tb, tp = so3_plot_coordinates(Rt)
-        ax.scatter(tl, tb, s=2.2 * max_dot_size, facecolors="none", edgecolors=cmap(tp / (2 * math.pi)),
-                   linewidths=2.0, label="true rotation")
+        # a black ring around a ring in the in-plane colour: visible on top of any dot colour
+        ax.scatter(tl, tb, s=3.0 * max_dot_size, facecolors="none", edgecolors="black", linewidths=3.5, zorder=3)
+        ax.scatter(tl, tb, s=3.0 * max_dot_size, facecolors="none", edgecolors=cmap(tp / (2 * math.pi)),
+                   linewidths=1.8, zorder=4, label="true rotation")
         ax.legend(loc="lower left", fontsize=8, frameon=False, bbox_to_anchor=(0.0, -0.12))
     ax.grid(True, alpha=0.4)
     ax.tick_params(labelsize=7)
