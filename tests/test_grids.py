@@ -69,7 +69,7 @@ def test_so3_uniform_coverage():
     assert counts.min() > 0.4 * counts.mean() and counts.max() < 1.8 * counts.mean()
 
 
-@pytest.mark.parametrize("level", [0, 1, 2])
+@pytest.mark.parametrize("level", [0, 1, pytest.param(2, marks=pytest.mark.slow)])
 def test_hierarchy_children_are_nearest(level):
     Rp = so3_healpix_rotations(level)
     Rc = so3_healpix_rotations(level + 1)

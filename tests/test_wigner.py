@@ -70,7 +70,9 @@ def test_harmonics_transform_with_D():
 
 def test_features_orthonormal_on_fine_grid():
     """E_R[phi phi^T] = I: the Gram matrix on the level-3 grid (36,864 rotations) is the identity (up to quadrature)."""
-    phi = wigner_features(so3_healpix_rotations(3), 4)
+    from speedpose.geometry.so3_grids import so3_healpix_wigner_features
+
+    phi = so3_healpix_wigner_features(3, 4, torch.float64)
     gram = phi.T @ phi / len(phi)
     torch.testing.assert_close(gram, torch.eye(len(gram), dtype=gram.dtype), atol=5e-3, rtol=0)
 

@@ -134,14 +134,24 @@ def main(argv: list[str] | None = None) -> dict:
                "c2f": lambda: predict_mode(coeffs, args.level, args.top_k, refine=False, grid=grid),
                "c2f_refine": lambda: predict_mode(coeffs, args.level, args.top_k, refine=True, grid=grid)}
         ts = {k: [] for k in fns}
+        cpu = {k: [] for k in fns}
         for fn in fns.values():
             fn()
         for _ in range(args.repeats):
             for k, fn in fns.items():
-                t = time.perf_counter()
+                t, c0 = time.perf_counter(), time.process_time()
                 fn()
                 ts[k].append(time.perf_counter() - t)
+                cpu[k].append(time.process_time() - c0)
         med = {k: statistics.median(v) for k, v in ts.items()}
+        # CPU time (both threads) is less sensitive than wall time to other processes on a shared machine
+        med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+        res["cpu_s"] = med_cpu
+        res["c2f_over_dense4_cpu"] = med_cpu["c2f"] / med_cpu["dense4"]
+        res["c2f_refine_over_dense4_cpu"] = med_cpu["c2f_refine"] / med_cpu["dense4"]
+        print(f"CPU time per batch: dense-4 {med_cpu['dense4']:.3f} s, coarse-to-fine {med_cpu['c2f']:.3f} s, "
+              f"refined {med_cpu['c2f_refine']:.3f} s; ratios {res['c2f_over_dense4_cpu']:.2f} / "
+              f"{res['c2f_refine_over_dense4_cpu']:.2f}", flush=True)
         res["dense4_s"], res["c2f_interleaved_s"], res["c2f_refine_interleaved_s"] = (
             med["dense4"], med["c2f"], med["c2f_refine"])
         res["peak_rss_after_dense4_mb"] = peak_rss_mb()
