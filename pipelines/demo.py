@@ -111,8 +111,10 @@ def run(out: Path = Path("demo"), minutes: float = 15.0, config: str = "standin_
     preprocess.run(root, out=prep, progress=progress)
     spent = (time.monotonic() - t0) / 60
     left = p.minutes - spent - p.eval_seconds / 60
-    say(f"[demo] 3/4 train {p.config} for up to {max(0.2, left):.1f} min ({spent:.1f} min spent so far)")
+    say(f"[demo] 3/4 train {p.config}: up to {max(0.2, left):.1f} min ({spent:.1f} min spent so far); a finished "
+        "run is reused")
     trained = _train(root, prep, out / "runs", p, left, overrides, progress)
+    say(f"[demo]     training {trained['action']}: {trained['global_step']} steps, stopped by {trained['stopped']}")
     run_dir = Path(trained["run_dir"])
     say("[demo] 4/4 evaluate and submit")
     reports = {}
