@@ -58,3 +58,16 @@ def tiny_prepared(tiny_standin: Path, tmp_path_factory) -> tuple[Path, Path]:
     prep = tmp_path_factory.mktemp("prep")
     preprocess.run(tiny_standin, out=prep, size=(384, 256), workers=1, progress=False)
     return tiny_standin, prep
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tiny_prepared, tmp_path_factory) -> Path:
+    """A run folder trained for 2 steps with configs/smoke.yaml on :func:`tiny_prepared` (shared by the evaluate,
+    submit and predict tests)."""
+    from pipelines import train as train_stage
+
+    root, prep = tiny_prepared
+    out = tmp_path_factory.mktemp("runs")
+    train_stage.run(root, "smoke", ["data.val_limit=2", "train.batch_size=2", "train.workers=0", "train.device=cpu",
+                                    "train.max_steps=2", f"data.prep_dir={prep}"], out=out, name="run", progress=False)
+    return out / "run"

@@ -15,23 +15,12 @@ import pytest
 
 from pipelines import evaluate as evaluate_stage
 from pipelines import score as score_stage
-from pipelines import train as train_stage
 from speedpose.geometry.rotations import quat_wxyz_to_matrix
 from speedpose.labels import label_file, read_labels
 from speedpose.report import breakdowns, per_image_table, project_wireframe, summarise
 from speedpose.report.overlays import pose_overlay
 from speedpose.submission import write_predictions_json
 from speedpose.tango import project_keypoints
-
-SMOKE = ["data.val_limit=2", "train.batch_size=2", "train.workers=0", "train.device=cpu", "train.max_steps=2"]
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tiny_prepared, tmp_path_factory) -> Path:
-    root, prep = tiny_prepared
-    out = tmp_path_factory.mktemp("runs")
-    train_stage.run(root, "smoke", SMOKE + [f"data.prep_dir={prep}"], out=out, name="run", progress=False)
-    return out / "run"
 
 
 @pytest.fixture(scope="module")

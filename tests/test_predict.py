@@ -11,18 +11,7 @@ import numpy as np
 import pytest
 
 from pipelines import predict as predict_stage
-from pipelines import train as train_stage
 from speedpose.errors import InputError
-
-SMOKE = ["data.val_limit=2", "train.batch_size=2", "train.workers=0", "train.device=cpu", "train.max_steps=2"]
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tiny_prepared, tmp_path_factory) -> Path:
-    root, prep = tiny_prepared
-    out = tmp_path_factory.mktemp("runs")
-    train_stage.run(root, "smoke", SMOKE + [f"data.prep_dir={prep}"], out=out, name="run", progress=False)
-    return out / "run"
 
 
 def test_predict_real_sample_images(real_sample, smoke_run, tmp_path, capsys):

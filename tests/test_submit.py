@@ -14,20 +14,9 @@ from pipelines import evaluate as evaluate_stage
 from pipelines import preprocess as preprocess_stage
 from pipelines import score as score_stage
 from pipelines import submit as submit_stage
-from pipelines import train as train_stage
 from speedpose.errors import InputError
 from speedpose.labels import label_file, read_labels
 from speedpose.submission import read_predictions_json, read_submission_csv
-
-SMOKE = ["data.val_limit=2", "train.batch_size=2", "train.workers=0", "train.device=cpu", "train.max_steps=2"]
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tiny_prepared, tmp_path_factory) -> Path:
-    root, prep = tiny_prepared
-    out = tmp_path_factory.mktemp("runs")
-    train_stage.run(root, "smoke", SMOKE + [f"data.prep_dir={prep}"], out=out, name="run", progress=False)
-    return out / "run"
 
 
 @pytest.fixture(scope="module")
