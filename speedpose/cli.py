@@ -44,21 +44,26 @@ def _root(
 
 
 @app.command()
-def score(
-    predictions: Path = typer.Argument(..., help="SPEC2021 submission CSV, or one domain's predictions as JSON."),
-    root: Path = typer.Option(..., "--root", help="SPEED+ root with <domain>/test.json (and synthetic/*.json)."),
-    domain: Optional[str] = typer.Option(None, "--domain", help="Score only this domain: lightbox, sunlamp or "
-                                         "synthetic (required for a JSON file)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers to this JSON file."),
-    thresholds: Optional[bool] = typer.Option(None, "--thresholds/--no-thresholds",
-                                              help="Force the SPEC2021 thresholds on or off (default: on for "
-                                                   "lightbox/sunlamp, off for synthetic)."),
+def synth(
+    out: Path = typer.Option(..., "--out", help="Output folder: new, empty, or an interrupted run to resume."),
+    train: int = typer.Option(60, "--train", help="Synthetic training images."),
+    val: int = typer.Option(20, "--val", help="Synthetic validation images."),
+    lightbox: int = typer.Option(20, "--lightbox", help="Lightbox-style test images."),
+    sunlamp: int = typer.Option(20, "--sunlamp", help="Sunlamp-style test images."),
+    seed: int = typer.Option(0, "--seed", help="Dataset seed (same seed and options: the same bytes)."),
+    poses_train: Optional[Path] = typer.Option(None, "--poses-train", help="Render train at these labels."),
+    poses_val: Optional[Path] = typer.Option(None, "--poses-val", help="Render validation at these labels."),
+    poses_lightbox: Optional[Path] = typer.Option(None, "--poses-lightbox", help="Render lightbox at these labels."),
+    poses_sunlamp: Optional[Path] = typer.Option(None, "--poses-sunlamp", help="Render sunlamp at these labels."),
+    workers: int = typer.Option(0, "--workers", help="Processes (0 = all cores)."),
 ) -> None:
-    """Score predictions with the SPEC2021 score (per domain, and the lightbox/sunlamp mean)."""
-    from pipelines import score as stage
+    """Render a small SPEED+-format stand-in dataset (images, masks, labels, camera.json)."""
+    from pipelines import synth as stage
 
-    scores = stage.run(predictions, root, domain, json_out, thresholds)
-    typer.echo(stage.format_score_table(scores))
+    poses = {k: v for k, v in (("train", poses_train), ("validation", poses_val), ("lightbox", poses_lightbox),
+                               ("sunlamp", poses_sunlamp)) if v is not None}
+    summary = stage.run(out, train, val, lightbox, sunlamp, seed=seed, workers=workers, poses=poses or None)
+    typer.echo(stage.format_summary(summary))
 
 
 @app.command()
@@ -82,27 +87,25 @@ def preprocess(
     typer.echo(stage.format_summary(summaries))
 
 
-@app.command()
-def synth(
-    out: Path = typer.Option(..., "--out", help="Output folder: new, empty, or an interrupted run to resume."),
-    train: int = typer.Option(60, "--train", help="Synthetic training images."),
-    val: int = typer.Option(20, "--val", help="Synthetic validation images."),
-    lightbox: int = typer.Option(20, "--lightbox", help="Lightbox-style test images."),
-    sunlamp: int = typer.Option(20, "--sunlamp", help="Sunlamp-style test images."),
-    seed: int = typer.Option(0, "--seed", help="Dataset seed (same seed and options: the same bytes)."),
-    poses_train: Optional[Path] = typer.Option(None, "--poses-train", help="Render train at these labels."),
-    poses_val: Optional[Path] = typer.Option(None, "--poses-val", help="Render validation at these labels."),
-    poses_lightbox: Optional[Path] = typer.Option(None, "--poses-lightbox", help="Render lightbox at these labels."),
-    poses_sunlamp: Optional[Path] = typer.Option(None, "--poses-sunlamp", help="Render sunlamp at these labels."),
-    workers: int = typer.Option(0, "--workers", help="Processes (0 = all cores)."),
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def augment(
+    ctx: typer.Context,
+    root: Optional[Path] = typer.Option(None, "--root", help="SPEED+ root (preprocessed)."),
+    config: Optional[str] = typer.Option(None, "--config", help="Experiment YAML or shipped config name "
+                                         "(default standin_cpu)."),
+    preview: Optional[Path] = typer.Option(None, "--preview", help="Write a grid of augmented crops with the "
+                                           "transformed keypoints drawn to this PNG."),
+    materialise: Optional[Path] = typer.Option(None, "--materialise", help="Write augmented crops and their labels "
+                                               "into this folder (offline use)."),
+    n: int = typer.Option(16, "--n", help="Crops in the preview."),
+    copies: int = typer.Option(1, "--copies", help="Augmented copies per image with --materialise."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the augmentation draws."),
 ) -> None:
-    """Render a small SPEED+-format stand-in dataset (images, masks, labels, camera.json)."""
-    from pipelines import synth as stage
+    """Preview or materialise the training augmentation. Extra arguments are dotted config overrides."""
+    from pipelines import augment as stage
 
-    poses = {k: v for k, v in (("train", poses_train), ("validation", poses_val), ("lightbox", poses_lightbox),
-                               ("sunlamp", poses_sunlamp)) if v is not None}
-    summary = stage.run(out, train, val, lightbox, sunlamp, seed=seed, workers=workers, poses=poses or None)
-    typer.echo(stage.format_summary(summary))
+    for path in stage.run(root, config, ctx.args, preview, materialise, n, copies, seed):
+        typer.echo(f"wrote {path}")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
@@ -128,27 +131,6 @@ def train(
     summary = stage.run(root, config, ctx.args, dataset, split, epochs, device, out, name, resume, max_time)
     typer.echo(f"{summary.stopped}: {summary.global_step} steps, {summary.epochs_completed} epochs, best "
                f"{summary.best_metric} = {summary.best_value} -> {summary.run_dir}")
-
-
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
-def augment(
-    ctx: typer.Context,
-    root: Optional[Path] = typer.Option(None, "--root", help="SPEED+ root (preprocessed)."),
-    config: Optional[str] = typer.Option(None, "--config", help="Experiment YAML or shipped config name "
-                                         "(default standin_cpu)."),
-    preview: Optional[Path] = typer.Option(None, "--preview", help="Write a grid of augmented crops with the "
-                                           "transformed keypoints drawn to this PNG."),
-    materialise: Optional[Path] = typer.Option(None, "--materialise", help="Write augmented crops and their labels "
-                                               "into this folder (offline use)."),
-    n: int = typer.Option(16, "--n", help="Crops in the preview."),
-    copies: int = typer.Option(1, "--copies", help="Augmented copies per image with --materialise."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the augmentation draws."),
-) -> None:
-    """Preview or materialise the training augmentation. Extra arguments are dotted config overrides."""
-    from pipelines import augment as stage
-
-    for path in stage.run(root, config, ctx.args, preview, materialise, n, copies, seed):
-        typer.echo(f"wrote {path}")
 
 
 @app.command()
@@ -219,6 +201,24 @@ def predict(
 
     for rec in stage.run(images, run, camera, out, checkpoint, device, progress=False):
         typer.echo(json.dumps(rec))
+
+
+@app.command()
+def score(
+    predictions: Path = typer.Argument(..., help="SPEC2021 submission CSV, or one domain's predictions as JSON."),
+    root: Path = typer.Option(..., "--root", help="SPEED+ root with <domain>/test.json (and synthetic/*.json)."),
+    domain: Optional[str] = typer.Option(None, "--domain", help="Score only this domain: lightbox, sunlamp or "
+                                         "synthetic (required for a JSON file)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers to this JSON file."),
+    thresholds: Optional[bool] = typer.Option(None, "--thresholds/--no-thresholds",
+                                              help="Force the SPEC2021 thresholds on or off (default: on for "
+                                                   "lightbox/sunlamp, off for synthetic)."),
+) -> None:
+    """Score predictions with the SPEC2021 score (per domain, and the lightbox/sunlamp mean)."""
+    from pipelines import score as stage
+
+    scores = stage.run(predictions, root, domain, json_out, thresholds)
+    typer.echo(stage.format_score_table(scores))
 
 
 @app.command()
