@@ -135,19 +135,20 @@ def decode_boxes(out: dict[str, torch.Tensor], stride: int) -> tuple[torch.Tenso
     return boxes, torch.stack([cx, cy], 1) * stride, torch.sigmoid(score)
 
 
-def boxes_to_full(boxes, loc_size: tuple[int, int], full_size: tuple[int, int]):
-    """Map (..., 4) boxes from localiser-input pixels to full-resolution pixels (pixel-centre convention)."""
-    sx, sy = full_size[0] / loc_size[0], full_size[1] / loc_size[1]
+def _rescale_boxes(boxes, src_size: tuple[int, int], dst_size: tuple[int, int]):
+    """(..., 4) boxes from an image of ``src_size`` (W, H) to one of ``dst_size`` (pixel-centre convention)."""
+    sx, sy = dst_size[0] / src_size[0], dst_size[1] / src_size[1]
     out = boxes.clone() if isinstance(boxes, torch.Tensor) else boxes.copy()
     out[..., 0::2] = (boxes[..., 0::2] + 0.5) * sx - 0.5
     out[..., 1::2] = (boxes[..., 1::2] + 0.5) * sy - 0.5
     return out
+
+
+def boxes_to_full(boxes, loc_size: tuple[int, int], full_size: tuple[int, int]):
+    """Map (..., 4) boxes from localiser-input pixels to full-resolution pixels (pixel-centre convention)."""
+    return _rescale_boxes(boxes, loc_size, full_size)
 
 
 def boxes_to_loc(boxes, loc_size: tuple[int, int], full_size: tuple[int, int]):
     """Inverse of :func:`boxes_to_full`."""
-    sx, sy = loc_size[0] / full_size[0], loc_size[1] / full_size[1]
-    out = boxes.clone() if isinstance(boxes, torch.Tensor) else boxes.copy()
-    out[..., 0::2] = (boxes[..., 0::2] + 0.5) * sx - 0.5
-    out[..., 1::2] = (boxes[..., 1::2] + 0.5) * sy - 0.5
-    return out
+    return _rescale_boxes(boxes, full_size, loc_size)
