@@ -65,6 +65,7 @@ def plan(minutes: float, config: str = "standin_cpu") -> DemoPlan:
 def _train(root: Path, prep: Path, runs: Path, p: DemoPlan, minutes_left: float, overrides: Sequence[str],
            progress: bool) -> dict:
     from pipelines import train
+    from speedpose.config import load_config
 
     name = f"{p.config}-{p.minutes:g}min"
     run_dir = runs / name
@@ -75,7 +76,10 @@ def _train(root: Path, prep: Path, runs: Path, p: DemoPlan, minutes_left: float,
                 "global_step": s.get("global_step"), "best_value": s.get("best_value")}
     resume = (run_dir / "last.pt").is_file()
     budget = max(0.2, minutes_left)
-    extra = [f"data.prep_dir={prep}", *overrides]
+    # a tiny budget renders fewer training images than the config's batch: shrink the batch to fit
+    cfg_batch = load_config(train.resolve_config(p.config, "speedplus")).train.batch_size
+    extra = [f"data.prep_dir={prep}", *([f"train.batch_size={p.train}"] if p.train < cfg_batch else []),
+             *overrides]
     s = train.run(root, p.config, extra, out=runs, name=name, resume=resume, max_time_min=budget,
                   progress=progress)
     return {"run_dir": str(s.run_dir), "action": "resumed" if resume else "trained", "stopped": s.stopped,
