@@ -59,7 +59,7 @@ def predict_split(model: PoseModel, split, indices, cfg: SpeedplusExperiment, de
     spec = crop_spec(cfg)
     cam = split.camera
     loc_size = tuple(cfg.data.loc_size)
-    out: dict[str, list] = {k: [] for k in ("q", "r", "conf", "box", "score", "Rvc", "coeffs")}
+    out: dict[str, list] = {k: [] for k in ("R", "r", "conf", "box", "score", "Rvc", "coeffs")}
     bar = tqdm(total=len(indices), desc=f"predict {split.domain}", unit="img", disable=not progress)
     for start in range(0, len(indices), batch_size):
         chunk = indices[start:start + batch_size]
@@ -79,7 +79,7 @@ def predict_split(model: PoseModel, split, indices, cfg: SpeedplusExperiment, de
             R_virt = R_virt.double().cpu().numpy()
             t = net_out["t"].double().cpu().numpy()
             Rvc = np.stack([vc.R_cam_virt for vc in vcs])
-            out["R"] = out.get("R", []) + [Rvc @ R_virt]
+            out["R"].append(Rvc @ R_virt)
             out["r"].append(np.stack([decode_translation(vc, tk, spec) for vc, tk in zip(vcs, t)]))
             out["box"].append(boxes)
             out["score"].append(score.cpu().numpy())
@@ -89,7 +89,7 @@ def predict_split(model: PoseModel, split, indices, cfg: SpeedplusExperiment, de
             imgs = np.stack([resize_gray(split.image(int(i)), (s, s)) for i in chunk])[:, None]
             net_out = model.net(torch.from_numpy(imgs).to(device))
             R, conf = rotation_mode(model.net.head, net_out["coeffs"], cfg.model.i2s.infer_level)
-            out["R"] = out.get("R", []) + [R.double().cpu().numpy()]
+            out["R"].append(R.double().cpu().numpy())
             out["r"].append(net_out["t"].double().cpu().numpy() * T_NORM_SCALE + T_NORM_OFFSET)
             out["box"].append(np.full((len(chunk), 4), np.nan))
             out["score"].append(np.full(len(chunk), np.nan))

@@ -85,9 +85,6 @@ class SpeedplusTask:
     def val_dataset(self) -> Dataset:
         return _IndexOnly(self.val_indices)
 
-    def param_groups(self, model: PoseModel) -> list[dict]:
-        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
-
     def training_step(self, model, batch: dict) -> dict[str, torch.Tensor]:
         out = model(batch)
         core = model.module if hasattr(model, "module") else model
