@@ -1,0 +1,68 @@
+"""The held-out synthetic check: a few labelled synthetic/validation images scored before and during adaptation,
+so that an adaptation that wrecks the source domain (entropy collapse, drifting pseudo-labels) is noticed and
+undone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from speedpose.pose.config import SpeedplusExperiment
+from speedpose.pose.inference import predict_split
+from speedpose.pose.model import PoseModel
+from speedpose.pose.task import pose_metrics
+
+
+def evenly_spaced(n: int, k: int) -> np.ndarray:
+    """``min(k, n)`` evenly spaced indices of ``range(n)`` (sorted, unique)."""
+    if k >= n:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
+
+
+@dataclass
+class SyntheticCheck:
+    """Scores a model on fixed labelled synthetic images (SPEED+ score without thresholds, lower is better).
+
+    Attributes:
+        split: labelled synthetic/validation split.
+        indices: which of its records.
+        cfg: the run's experiment config.
+        tolerance: largest allowed relative increase of the score over ``baseline``.
+        device, batch_size: inference settings.
+        baseline: the score before adaptation (set by :meth:`set_baseline`).
+    """
+
+    split: object
+    indices: np.ndarray
+    cfg: SpeedplusExperiment
+    tolerance: float
+    device: torch.device
+    batch_size: int = 16
+    baseline: float | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return len(self.indices) > 0
+
+    def metrics(self, model: PoseModel) -> dict[str, float]:
+        """Score, E_T, E_R... of ``model`` on the check images (the model is left in eval mode)."""
+        pred = predict_split(model, self.split, self.indices, self.cfg, self.device, batch_size=self.batch_size)
+        return pose_metrics(pred, self.split, thresholds=False)
+
+    def set_baseline(self, model: PoseModel) -> dict[str, float]:
+        m = self.metrics(model)
+        self.baseline = m["score"]
+        return m
+
+    def passes(self, score: float) -> bool:
+        """Whether ``score`` is within the tolerance of the baseline (always, without a baseline)."""
+        if self.baseline is None:
+            return True
+        if not np.isfinite(score):
+            return False
+        if not np.isfinite(self.baseline):
+            return True
+        return bool(score <= self.baseline * (1.0 + self.tolerance) + 1e-12)

@@ -1,0 +1,314 @@
+"""Test-time refinement of the normalisation layers on unlabelled target images (SPNv2's online domain
+refinement, TENT/EATA-style).
+
+Only the BatchNorm layers of the crop encoder (and, for crop models, of the localiser) change: their weights and
+biases by gradient descent, their running statistics by the forward passes in training mode.  Every other tensor
+of the model is left bit-identical (the other parameters have ``requires_grad`` off and no optimiser sees them;
+the rest of the network stays in eval mode, so the I2S projector uses all its points).
+
+Objective per batch of B target images (both terms in [0, 1], normalised by the entropy of the uniform
+distribution)::
+
+    L = w_rot * sum_b m_b H(softmax(f_b on the head's training grid)) / log N / B
+      + w_loc * sum_b n_b H(softmax over the cells of the localiser heatmap_b) / log(h w) / B
+
+with ``m_b`` / ``n_b`` = 1 only for confident images: entropy below the ``confident_quantile`` of the entropies
+measured before refinement (on ``calibration_images`` target images, as refinement sees them) and below
+``max_entropy``.
+BatchNorm statistics come from every image of a batch.  A fixed number of steps, a small learning rate and the
+synthetic check every ``check.every_steps`` steps guard against collapse: a state that fails the check is
+discarded, the last state that passed is kept and refinement stops.
+
+Deterministic for a seed on CPU (the batch order is the only random choice); resumable from the state dict that
+``on_checkpoint`` receives.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from tqdm.auto import tqdm
+
+from speedpose.adapt.check import SyntheticCheck, evenly_spaced
+from speedpose.adapt.config import RefineConfig
+from speedpose.data.image_store import resize_gray
+from speedpose.pose.config import SpeedplusExperiment
+from speedpose.pose.crops import crop_camera, crop_source
+from speedpose.pose.dataset import crop_spec
+from speedpose.pose.localiser import boxes_to_full, decode_boxes
+from speedpose.pose.model import PoseModel, normalise_u8
+from speedpose.training.seeding import mix_seed
+
+_BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
+# ------------------------------------------------------------------------------------------- what may change
+def norm_layers(model: PoseModel, localiser: bool = True) -> list[tuple[str, _BatchNorm]]:
+    """The BatchNorm layers refinement may change, with their ``state_dict`` prefixes: those of the crop encoder
+    (``net.encoder``) and, when ``localiser`` and the model has one, of the localiser."""
+    roots: list[tuple[str, nn.Module]] = [("net.encoder", model.net.encoder)]
+    if localiser and getattr(model, "localiser", None) is not None:
+        roots.append(("localiser", model.localiser))
+    return [(f"{prefix}.{name}", m) for prefix, root in roots for name, m in root.named_modules()
+            if isinstance(m, _BatchNorm)]
+
+
+def refinable_keys(model: PoseModel, localiser: bool = True) -> list[str]:
+    """``state_dict`` keys refinement may change (BatchNorm weight, bias and statistics); all others stay
+    bit-identical."""
+    sd = model.state_dict()
+    return [f"{name}.{k}" for name, _ in norm_layers(model, localiser) for k in _BN_KEYS if f"{name}.{k}" in sd]
+
+
+def norm_state(model: PoseModel, localiser: bool = True) -> dict[str, torch.Tensor]:
+    """A copy of the refinable tensors."""
+    sd = model.state_dict()
+    return {k: sd[k].detach().clone() for k in refinable_keys(model, localiser)}
+
+
+def _norm_parameters(model: PoseModel, localiser: bool) -> list[nn.Parameter]:
+    return [p for _, m in norm_layers(model, localiser) for p in (m.weight, m.bias) if p is not None]
+
+
+def _enter_refine_mode(model: PoseModel, layers: list[tuple[str, _BatchNorm]], momentum: float | None) -> None:
+    """Eval mode everywhere except the refined BatchNorm layers (batch statistics, running-stat updates)."""
+    model.eval()
+    for _, m in layers:
+        m.train()
+        if momentum is not None:
+            m.momentum = momentum
+
+
+# ---------------------------------------------------------------------------------------------- objective
+def rotation_entropy(model: PoseModel, coeffs: torch.Tensor) -> torch.Tensor:
+    """Entropy of the softmax of the head's logits on its training grid, divided by log N: (B, n) -> (B,)."""
+    logits = model.net.head.grid.logits(coeffs).float()
+    logp = torch.log_softmax(logits, dim=1)
+    return -(logp.exp() * logp).sum(dim=1) / math.log(logits.shape[1])
+
+
+def heatmap_entropy(heatmap_logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of the softmax over the cells of the heatmap, divided by log(h w): (B, 1, h, w) -> (B,)."""
+    flat = heatmap_logits.float().flatten(1)
+    logp = torch.log_softmax(flat, dim=1)
+    return -(logp.exp() * logp).sum(dim=1) / math.log(flat.shape[1])
+
+
+def forward_target(model: PoseModel, split, indices: np.ndarray, cfg: SpeedplusExperiment, device: torch.device
+                   ) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """The inference chain on target images, differentiable in the networks' outputs.
+
+    Crop models: the localiser on the downscaled frames, crops from its (detached) boxes, the crop network.
+    Fullimage models: the network on the resized frames.
+
+    Returns:
+        (heatmap logits (B, 1, h, w) or None for fullimage models, I2S coefficients (B, n_coeffs)).
+    """
+    if model.kind != "crop":
+        s = cfg.data.fullimage_size
+        imgs = np.stack([resize_gray(split.image(int(i)), (s, s)) for i in indices])[:, None]
+        return None, model.net(torch.from_numpy(imgs).to(device))["coeffs"]
+    cam = split.camera
+    loc_size = tuple(cfg.data.loc_size)
+    loc = np.stack([resize_gray(split.image(int(i)), loc_size) for i in indices])[:, None]
+    loc_out = model.localiser(normalise_u8(torch.from_numpy(loc).to(device), 1))
+    boxes, _, _ = decode_boxes(loc_out, model.localiser.stride)
+    boxes = boxes_to_full(boxes.cpu().numpy().astype(np.float64), loc_size, (cam.width, cam.height))
+    spec = crop_spec(cfg)
+    crops = []
+    for i, box in zip(indices, boxes):
+        vc = crop_camera(cam, box, spec)
+        src, src_cam = crop_source(split, int(i), vc)
+        crops.append(vc.warp(src, src_cam))
+    coeffs = model.net(torch.from_numpy(np.stack(crops)[:, None]).to(device))["coeffs"]
+    return loc_out["heatmap_logits"], coeffs
+
+
+def batch_indices(n: int, batch_size: int, step: int, seed: int) -> np.ndarray:
+    """Batch ``step`` (0-based) of the endless sequence of seeded permutations of ``range(n)``; a batch may
+    straddle two permutations (and repeat an image when ``n < batch_size``)."""
+    out: list[int] = []
+    pos = step * batch_size
+    while len(out) < batch_size:
+        epoch, offset = divmod(pos, n)
+        perm = np.random.default_rng(mix_seed(seed, 7, epoch)).permutation(n)
+        take = perm[offset:offset + batch_size - len(out)]
+        out.extend(int(t) for t in take)
+        pos += len(take)
+    return np.asarray(out, dtype=np.int64)
+
+
+@torch.no_grad()
+def entropy_thresholds(model: PoseModel, split, indices: np.ndarray, cfg: SpeedplusExperiment,
+                       rcfg: RefineConfig, device: torch.device, batch_size: int) -> dict[str, float]:
+    """Confidence thresholds from the entropies before refinement: per term, the ``confident_quantile`` of the
+    normalised entropies, capped at ``max_entropy``.
+
+    Measured as refinement will see them (refined BatchNorm layers on batch statistics, batches of
+    ``batch_size``); the running statistics are restored afterwards, so the model is unchanged.
+    """
+    layers = norm_layers(model, rcfg.localiser)
+    saved = norm_state(model, rcfg.localiser)
+    _enter_refine_mode(model, layers, None)
+    h_rot, h_loc = [], []
+    try:
+        for start in range(0, len(indices), batch_size):
+            heat, coeffs = forward_target(model, split, indices[start:start + batch_size], cfg, device)
+            h_rot.append(rotation_entropy(model, coeffs).cpu().numpy())
+            if heat is not None:
+                h_loc.append(heatmap_entropy(heat).cpu().numpy())
+    finally:
+        model.load_state_dict(saved, strict=False)
+        model.eval()
+    out = {"rotation": min(float(np.quantile(np.concatenate(h_rot), rcfg.confident_quantile)), rcfg.max_entropy)}
+    if h_loc:
+        out["localisation"] = min(float(np.quantile(np.concatenate(h_loc), rcfg.confident_quantile)),
+                                  rcfg.max_entropy)
+    return out
+
+
+# -------------------------------------------------------------------------------------------------- loop
+@dataclass
+class RefineOutcome:
+    """What :func:`refine` did.
+
+    Attributes:
+        steps_done: optimiser-step slots run (a slot without a confident image makes no step).
+        kept_step: the step whose state the model holds at the end (0 = the source model).
+        stopped: ``completed`` or ``check_failed`` (the last state that passed was restored).
+        thresholds: normalised-entropy thresholds of the confidence filter (``rotation``, ``localisation``).
+        checks: ``{"step", "score", "passed"}`` per synthetic check (step 0 = before refinement).
+        used: images that contributed to the gradient, summed over steps, per term.
+        images_seen: target images forwarded (with repeats).
+        parameters: refined scalars (BatchNorm weights and biases).
+        metrics_before, metrics_after: synthetic-check metrics of the source and of the kept state (None
+            without a check).
+    """
+
+    steps_done: int
+    kept_step: int
+    stopped: str
+    thresholds: dict[str, float]
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    used: dict[str, int] = field(default_factory=dict)
+    images_seen: int = 0
+    parameters: int = 0
+    metrics_before: dict[str, float] | None = None
+    metrics_after: dict[str, float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def refine(model: PoseModel, target, cfg: SpeedplusExperiment, rcfg: RefineConfig, check: SyntheticCheck,
+           check_every: int, device: torch.device, seed: int, state: dict | None = None,
+           on_checkpoint: Callable[[dict], None] | None = None,
+           on_step: Callable[[int, dict[str, float]], None] | None = None, progress: bool = True) -> RefineOutcome:
+    """Refine ``model`` (in place, on ``device``) on every image of the unlabelled ``target`` split.
+
+    Args:
+        model: the source model (its weights are changed in place; see the module docstring for which).
+        target: the unlabelled target split (:func:`speedpose.adapt.targets.unlabelled_view`).
+        cfg: the run's experiment config (crop geometry, mode search).
+        rcfg: the ``refine:`` settings.
+        check: the synthetic check (its baseline is measured here unless ``state`` has one).
+        check_every: steps between checks (and resumable states).
+        seed: seed of the batch order.
+        state: a state given earlier to ``on_checkpoint``, to resume from.
+        on_checkpoint: called with a resumable state (tensors and plain values) after every check.
+        on_step: called with ``(step, scalars)`` after every step (logging).
+    Returns:
+        A :class:`RefineOutcome`; the model holds the kept state, in eval mode.
+    """
+    n = len(target)
+    layers = norm_layers(model, rcfg.localiser)
+    params = _norm_parameters(model, rcfg.localiser)
+    if rcfg.optimizer == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=rcfg.lr)
+    else:
+        opt = torch.optim.SGD(params, lr=rcfg.lr, momentum=0.9)
+    if state is None:
+        calib = evenly_spaced(n, rcfg.calibration_images)
+        thresholds = entropy_thresholds(model, target, calib, cfg, rcfg, device, rcfg.batch_size)
+        checks = []
+        before = check.set_baseline(model) if check.enabled else None
+        if before is not None:
+            checks.append({"step": 0, "score": before["score"], "passed": True})
+        state = {"step": 0, "norm": norm_state(model, rcfg.localiser), "optimizer": opt.state_dict(),
+                 "good": norm_state(model, rcfg.localiser), "good_step": 0, "thresholds": thresholds,
+                 "checks": checks, "used": {"rotation": 0, "localisation": 0}, "images_seen": 0,
+                 "baseline": check.baseline, "metrics_before": before, "metrics_good": before, "stopped": None}
+    else:
+        model.load_state_dict(state["norm"], strict=False)
+        opt.load_state_dict(state["optimizer"])
+        check.baseline = state["baseline"]
+    thresholds = state["thresholds"]
+    used = dict(state["used"])
+    seen = int(state["images_seen"])
+    checks = list(state["checks"])
+    step = int(state["step"])
+    stopped = state["stopped"]
+    trainable = {id(p) for p in params}
+    saved_flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(id(p) in trainable)
+    bar = tqdm(total=rcfg.steps, initial=step, desc="refine", unit="step", disable=not progress, leave=False)
+    try:
+        while stopped is None and step < rcfg.steps:
+            _enter_refine_mode(model, layers, rcfg.stats_momentum)
+            idx = batch_indices(n, rcfg.batch_size, step, seed)
+            heat, coeffs = forward_target(model, target, idx, cfg, device)
+            h_rot = rotation_entropy(model, coeffs)
+            m_rot = (h_rot.detach() < thresholds["rotation"]).float()
+            loss = rcfg.rotation_weight * (h_rot * m_rot).sum() / len(idx)
+            scalars = {"rot_entropy": float(h_rot.detach().mean()), "used_rot": float(m_rot.sum())}
+            n_used = int(m_rot.sum())
+            if heat is not None and rcfg.localiser and "localisation" in thresholds:
+                h_loc = heatmap_entropy(heat)
+                m_loc = (h_loc.detach() < thresholds["localisation"]).float()
+                loss = loss + rcfg.localisation_weight * (h_loc * m_loc).sum() / len(idx)
+                scalars.update(loc_entropy=float(h_loc.detach().mean()), used_loc=float(m_loc.sum()))
+                used["localisation"] += int(m_loc.sum())
+                n_used += int(m_loc.sum())
+            used["rotation"] += int(m_rot.sum())
+            seen += len(idx)
+            opt.zero_grad(set_to_none=True)
+            if n_used > 0 and loss.requires_grad:  # no confident image: statistics only, no (momentum) step
+                loss.backward()
+                opt.step()
+            step += 1
+            scalars["loss"] = float(loss.detach())
+            if on_step is not None:
+                on_step(step, scalars)
+            bar.update(1)
+            bar.set_postfix(loss=f"{scalars['loss']:.4g}", used=int(scalars["used_rot"]), refresh=False)
+            if step % check_every == 0 or step == rcfg.steps:
+                metrics = check.metrics(model) if check.enabled else None
+                passed = metrics is None or check.passes(metrics["score"])
+                if metrics is not None:
+                    checks.append({"step": step, "score": metrics["score"], "passed": passed})
+                if passed:
+                    state["good"], state["good_step"] = norm_state(model, rcfg.localiser), step
+                    state["metrics_good"] = metrics
+                else:
+                    model.load_state_dict(state["good"], strict=False)
+                    stopped = "check_failed"
+                state.update(step=step, norm=norm_state(model, rcfg.localiser), optimizer=opt.state_dict(),
+                             checks=list(checks), used=dict(used), images_seen=seen, stopped=stopped)
+                if on_checkpoint is not None:
+                    on_checkpoint(state)
+    finally:
+        bar.close()
+        for p, flag in saved_flags:
+            p.requires_grad_(flag)
+        model.eval()
+    return RefineOutcome(steps_done=step, kept_step=int(state["good_step"]), stopped=stopped or "completed",
+                         thresholds=dict(thresholds), checks=checks, used=used, images_seen=seen,
+                         parameters=int(sum(p.numel() for p in params)), metrics_before=state["metrics_before"],
+                         metrics_after=state["metrics_good"])

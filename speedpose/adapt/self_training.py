@@ -1,0 +1,242 @@
+"""Self-training on pseudo-labelled target images, in rounds.
+
+Each round: pseudo-label every target image with the current model (:mod:`speedpose.adapt.pseudo_labels`), then
+fine-tune on synthetic/train mixed with the selected target images (their pseudo pose replaces the label; their box
+is the reprojection of that pose), with the training engine (:func:`speedpose.training.fit`: the same loss,
+augmentation, determinism and step-exact resumption as ``speedpose train``).  The synthetic check follows every
+round: a round that makes it worse than the tolerance is discarded, the previous model kept and the rounds stop.
+
+Work folder layout (``work_dir``)::
+
+    state.json                      baseline check score, finished rounds, the kept round, why it stopped
+    pseudo_labels/round_<r>.csv     every target image: pseudo pose, confidence, box IoU, augmentation angle, selected
+    rounds/round_<r>/               the round's training run (config.yaml, last.pt, metrics.csv, summary.json)
+
+Re-running with the same arguments continues where it stopped (the labels of an interrupted round are read back,
+its training resumes at the exact step).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import ConcatDataset, Dataset
+
+from speedpose.adapt.check import SyntheticCheck
+from speedpose.adapt.config import AdaptExperiment
+from speedpose.adapt.pseudo_labels import PseudoLabels, make_pseudo_labels
+from speedpose.adapt.targets import pseudo_labelled_view
+from speedpose.config import config_to_dict
+from speedpose.io_utils import atomic_path, atomic_write_json, read_json
+from speedpose.pose.config import SpeedplusExperiment
+from speedpose.pose.dataset import PoseSamples
+from speedpose.pose.model import PoseModel
+from speedpose.pose.task import SpeedplusTask
+from speedpose.training import LAST_NAME, fit, load_checkpoint
+from speedpose.training.sampler import ResumableBatchSampler
+from speedpose.training.seeding import mix_seed
+
+STATE_NAME = "state.json"
+
+
+class _Repeat(Dataset):
+    """``times`` back-to-back copies of a dataset."""
+
+    def __init__(self, dataset: Dataset, times: int):
+        self.dataset, self.times = dataset, int(times)
+
+    def __len__(self) -> int:
+        return len(self.dataset) * self.times  # type: ignore[arg-type]
+
+    def __getitem__(self, k: int) -> Any:
+        return self.dataset[k % len(self.dataset)]  # type: ignore[arg-type]
+
+
+def target_repeat(n_synthetic: int, n_target: int, share: float) -> int:
+    """Copies of the ``n_target`` pseudo-labelled samples so that they make about ``share`` of the mixture."""
+    return max(1, int(round(share / (1.0 - share) * n_synthetic / max(n_target, 1))))
+
+
+class SelfTrainTask(SpeedplusTask):
+    """The SPEED+ task of one self-training round: the model starts from ``init_state``, the training set mixes
+    synthetic/train (or a seeded subset of ``synthetic_images``) with the pseudo-labelled records
+    ``target_indices`` of ``target``; no validation (the caller runs the synthetic check)."""
+
+    def __init__(self, cfg: SpeedplusExperiment, init_state: dict[str, torch.Tensor], target,
+                 target_indices: np.ndarray, target_share: float, synthetic_images: int | None = None):
+        super().__init__(cfg)
+        self.init_state = init_state
+        self.target = target
+        self.target_indices = np.asarray(target_indices, dtype=np.int64)
+        if synthetic_images is not None and synthetic_images < len(self.train_indices):
+            rng = np.random.default_rng(mix_seed(cfg.train.seed, 11))
+            self.train_indices = np.sort(rng.choice(self.train_indices, synthetic_images, replace=False))
+        self.repeat = target_repeat(len(self.train_indices), len(self.target_indices), target_share)
+
+    def build_model(self) -> PoseModel:
+        model = PoseModel(self.cfg)
+        model.load_state_dict(self.init_state)
+        return model
+
+    def train_dataset(self) -> Dataset:
+        synth = PoseSamples(self.train_split, self.train_indices, self.cfg, train=True)
+        tgt = PoseSamples(self.target, self.target_indices, self.cfg, train=True)
+        return ConcatDataset([synth, _Repeat(tgt, self.repeat)])
+
+    def val_dataset(self) -> None:
+        return None
+
+    def __len__(self) -> int:
+        """Samples per epoch of the mixture."""
+        return len(self.train_indices) + self.repeat * len(self.target_indices)
+
+
+def round_config(source: SpeedplusExperiment, acfg: AdaptExperiment, root: Path, prep_dir: Path | None,
+                 epochs: int = 1, description: str = "") -> SpeedplusExperiment:
+    """The source run's config with the adaptation's ``optim``/``schedule``/``train`` sections, the given data
+    location, no ImageNet initialisation (the weights come from the source) and ``epochs``."""
+    data = config_to_dict(source)
+    data["optim"] = config_to_dict(acfg.optim)
+    data["schedule"] = config_to_dict(acfg.schedule)
+    data["train"] = {**config_to_dict(acfg.train), "epochs": int(epochs)}
+    data["data"]["root"] = str(Path(root).resolve())
+    data["data"]["prep_dir"] = str(Path(prep_dir).resolve()) if prep_dir is not None else None
+    data["model"]["pretrained"] = False
+    data["description"] = description or source.description
+    return type(source).model_validate(data)
+
+
+@dataclass
+class SelfTrainOutcome:
+    """What :func:`self_train` did.
+
+    Attributes:
+        rounds: per round ``{"round", "selected", "pseudo_labels", "steps", "check_score", "passed"}`` (or
+            ``"skipped"`` with a reason).
+        kept_round: the round whose model is kept (None: the source model).
+        stopped: ``completed``, ``check_failed`` or ``too_few_pseudo_labels``.
+        baseline: the synthetic check score of the source model (None without a check).
+        metrics_before, metrics_after: synthetic-check metrics of the source and of the kept model.
+    """
+
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    kept_round: int | None = None
+    stopped: str = "completed"
+    baseline: float | None = None
+    metrics_before: dict[str, float] | None = None
+    metrics_after: dict[str, float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _round_dir(work_dir: Path, r: int) -> Path:
+    return work_dir / "rounds" / f"round_{r}"
+
+
+def _labels_path(work_dir: Path, r: int) -> Path:
+    return work_dir / "pseudo_labels" / f"round_{r}.csv"
+
+
+def _finetune(model: PoseModel, cfg: SpeedplusExperiment, acfg: AdaptExperiment, target, labels: PseudoLabels,
+              run_dir: Path, root: Path, prep_dir: Path | None, r: int, progress: bool) -> int:
+    """Fine-tune ``model`` in place on synthetic + the selected pseudo labels; returns the steps done."""
+    st = acfg.self_train
+    steps = int(acfg.train.max_steps)
+    last = run_dir / LAST_NAME
+    if last.is_file():
+        ckpt = load_checkpoint(last)
+        if int(ckpt.get("global_step", 0)) >= steps:  # finished before an interruption: never step again
+            model.load_state_dict(ckpt["model"])
+            return int(ckpt["global_step"])
+    q = np.full((len(target), 4), np.nan)
+    t = np.full((len(target), 3), np.nan)
+    sel = labels.indices
+    q[sel], t[sel] = labels.q_wxyz[sel], labels.r_cam_m[sel]
+    view = pseudo_labelled_view(target, q, t)
+    desc = f"self-training round {r} on {target.domain}"
+    cfg0 = round_config(cfg, acfg, root, prep_dir, 1, desc)
+    task = SelfTrainTask(cfg0, model.state_dict(), view, sel, st.target_share, st.synthetic_images)
+    per_epoch = ResumableBatchSampler(len(task), acfg.train.batch_size, acfg.train.seed).steps_per_epoch
+    cfg_r = round_config(cfg, acfg, root, prep_dir, math.ceil(steps / per_epoch), desc)
+    summary = fit(task, cfg_r, run_dir, resume=last.is_file(), progress=progress)
+    model.load_state_dict(load_checkpoint(last)["model"])
+    return int(summary.global_step)
+
+
+def self_train(model: PoseModel, cfg: SpeedplusExperiment, acfg: AdaptExperiment, target, check: SyntheticCheck,
+               work_dir: str | Path, root: Path, prep_dir: Path | None, device: torch.device,
+               progress: bool = True) -> SelfTrainOutcome:
+    """Self-train ``model`` (in place) on the unlabelled ``target`` split (see the module docstring).
+
+    Args:
+        model: the source model, on CPU (training runs on ``acfg.train.device``).
+        cfg: the source run's config.
+        acfg: the adaptation settings (``self_train``, ``train``, ``optim``, ``schedule``).
+        target: :func:`speedpose.adapt.targets.unlabelled_view` of the target split.
+        check: the synthetic check.
+        work_dir: the resumable work folder.
+        root, prep_dir: the SPEED+ root and preprocessed folder (for synthetic/train).
+        device: where pseudo-labelling and the check run.
+    Returns:
+        A :class:`SelfTrainOutcome`; the model holds the kept weights, in eval mode.
+    """
+    st = acfg.self_train
+    work_dir = Path(work_dir)
+    state_path = work_dir / STATE_NAME
+    source_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if state_path.is_file():
+        state = read_json(state_path)
+        check.baseline = state["baseline"]
+        if state["kept_round"] is not None:
+            model.load_state_dict(load_checkpoint(_round_dir(work_dir, state["kept_round"]) / LAST_NAME)["model"])
+    else:
+        before = check.set_baseline(model) if check.enabled else None
+        state = {"baseline": check.baseline, "metrics_before": before, "metrics_kept": before, "rounds": [],
+                 "kept_round": None, "stopped": None}
+        atomic_write_json(state_path, state)
+    model.to(device)
+    for r in range(len(state["rounds"]), st.rounds):
+        if state["stopped"] is not None:
+            break
+        path = _labels_path(work_dir, r)
+        if path.is_file():
+            labels = PseudoLabels.from_frame(pd.read_csv(path, float_precision="round_trip"))
+        else:
+            labels = make_pseudo_labels(model, target, cfg, st, device, mix_seed(acfg.train.seed, r),
+                                        acfg.train.batch_size, progress)
+            with atomic_path(path) as tmp:
+                labels.to_frame(target.filenames).to_csv(tmp, index=False)
+        rec: dict[str, Any] = {"round": r, "selected": int(labels.selected.sum()),
+                               "pseudo_labels": str(path.relative_to(work_dir))}
+        if rec["selected"] < st.min_selected:
+            rec["skipped"] = f"{rec['selected']} image(s) passed the pseudo-label filters, fewer than " \
+                             f"self_train.min_selected={st.min_selected}"
+            state["stopped"] = "too_few_pseudo_labels"
+        else:
+            rec["steps"] = _finetune(model.cpu(), cfg, acfg, target, labels, _round_dir(work_dir, r), root,
+                                     prep_dir, r, progress)
+            model.to(device)
+            metrics = check.metrics(model) if check.enabled else None
+            passed = metrics is None or check.passes(metrics["score"])
+            rec["check_score"] = None if metrics is None else metrics["score"]
+            rec["passed"] = passed
+            if passed:
+                state["kept_round"], state["metrics_kept"] = r, metrics
+            else:
+                prev = state["kept_round"]
+                model.load_state_dict(source_state if prev is None else
+                                      load_checkpoint(_round_dir(work_dir, prev) / LAST_NAME)["model"])
+                state["stopped"] = "check_failed"
+        state["rounds"].append(rec)
+        atomic_write_json(state_path, state)
+    model.eval()
+    return SelfTrainOutcome(rounds=list(state["rounds"]), kept_round=state["kept_round"],
+                            stopped=state["stopped"] or "completed", baseline=state["baseline"],
+                            metrics_before=state["metrics_before"], metrics_after=state["metrics_kept"])

@@ -1,0 +1,233 @@
+"""`speedpose adapt` on the tiny stand-in with the smoke-trained run: refinement touches only the BatchNorm layers,
+self-training never reads target labels, both methods run through the CLI into runs that evaluate, determinism,
+resumption, the synthetic check's veto, and the input errors."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pipelines import adapt as adapt_stage
+from pipelines import evaluate as evaluate_stage
+from pipelines import preprocess as preprocess_stage
+from speedpose.adapt.check import SyntheticCheck, evenly_spaced
+from speedpose.adapt.config import RefineConfig, SelfTrainConfig
+from speedpose.adapt.norm_refine import norm_state, refinable_keys, refine
+from speedpose.adapt.pseudo_labels import reprojection_iou, select
+from speedpose.adapt.targets import pseudo_labelled_view, unlabelled_view
+from speedpose.cli import main
+from speedpose.data.loader import open_split
+from speedpose.labels import label_file, read_labels
+from speedpose.pose.run import load_run
+from speedpose.training import load_checkpoint
+
+#: a few steps of everything, on CPU
+FAST = ["refine.steps=3", "refine.batch_size=2", "refine.calibration_images=3", "check.images=2",
+        "check.every_steps=2", "check.tolerance=1000", "train.batch_size=2", "train.max_steps=2", "train.device=cpu",
+        "self_train.rounds=1", "self_train.min_confidence=0", "self_train.min_box_iou=0",
+        "self_train.max_aug_deg=180", "self_train.max_fraction=1", "self_train.augmentations=1"]
+
+
+def _adapt(run, root, prep, out, method, *extra) -> int:
+    return main(["adapt", "--run", str(run), "--root", str(root), "--prep", str(prep), "--domain", "lightbox",
+                 "--method", method, "--out", str(out), *FAST, *extra])
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+@pytest.fixture(scope="module")
+def refined(smoke_run, tiny_prepared, tmp_path_factory) -> Path:
+    root, prep = tiny_prepared
+    out = tmp_path_factory.mktemp("adapt") / "refined"
+    assert _adapt(smoke_run, root, prep, out, "refine") == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def unlabelled_copy(tiny_standin, tmp_path_factory) -> tuple[Path, Path]:
+    """(root, preprocessed folder) of a copy of the stand-in whose lightbox test file carries no poses."""
+    base = tmp_path_factory.mktemp("nolabels")
+    root = base / "speedplus"
+    shutil.copytree(tiny_standin, root)
+    f = label_file(root, "lightbox")
+    f.write_text(json.dumps([{"filename": lab.filename} for lab in read_labels(f)]))
+    preprocess_stage.run(root, out=base / "prep", size=(384, 256), workers=1, progress=False)
+    return root, base / "prep"
+
+
+# ------------------------------------------------------------------------------------------------ refine
+def test_refine_changes_only_normalisation_layers(refined, smoke_run):
+    before, after = _weights(smoke_run / "best.pt" if (smoke_run / "best.pt").is_file() else
+                             smoke_run / "last.pt"), _weights(refined / "best.pt")
+    allowed = set(json.loads((refined / "adapt.json").read_text())["changed_keys"])
+    model = load_run(smoke_run).model
+    assert allowed and all(isinstance(model.get_submodule(k.rsplit(".", 1)[0]), torch.nn.BatchNorm2d)
+                           for k in allowed)
+    assert set(before) == set(after)
+    for k in before:
+        if k not in allowed:
+            assert torch.equal(before[k], after[k]), f"{k} changed"
+    changed = [k for k in allowed if not torch.equal(before[k], after[k])]
+    assert any(k.endswith(".weight") for k in changed) and any(k.endswith(".running_mean") for k in changed)
+    assert any(k.startswith("localiser.") for k in changed) and any(k.startswith("net.encoder.") for k in changed)
+
+
+def test_refined_run_is_a_run_that_evaluates(refined, tiny_prepared, tmp_path):
+    root, prep = tiny_prepared
+    rec = json.loads((refined / "adapt.json").read_text())
+    assert rec["method"] == "refine" and rec["domain"] == "lightbox" and rec["target"]["images"] == 3
+    assert rec["refine"]["steps_done"] == 3 and [c["step"] for c in rec["refine"]["checks"]] == [0, 2, 3]
+    assert rec["check"]["score_before"] == rec["refine"]["checks"][0]["score"]
+    assert rec["cost"]["seconds_per_1000_target_images"] > 0 and rec["cost"]["peak_rss_mib"] > 0
+    assert not (refined / ".adapt").exists() and (refined / "metrics.csv").is_file()
+    assert load_run(refined).step is not None
+    rep = evaluate_stage.run(refined, root, "lightbox", prep_dir=prep, out=tmp_path / "ev", device="cpu",
+                             n_examples=0, n_distributions=0, progress=False)
+    assert rep["metrics"]["count"] == 3 and np.isfinite(rep["metrics"]["score"])
+
+
+def test_a_finished_adaptation_is_a_no_op(refined, smoke_run, tiny_prepared, capsys):
+    root, prep = tiny_prepared
+    stamp = (refined / "best.pt").stat().st_mtime_ns
+    assert _adapt(smoke_run, root, prep, refined, "refine") == 0
+    assert "already adapted" in capsys.readouterr().out
+    assert (refined / "best.pt").stat().st_mtime_ns == stamp
+    # other settings into the same folder: refused
+    assert _adapt(smoke_run, root, prep, refined, "refine", "refine.lr=1e-3") == 2
+    assert "other inputs or settings" in capsys.readouterr().err
+
+
+def _refine_setup(smoke_run, tiny_prepared, check_images=0):
+    root, prep = tiny_prepared
+    loaded = load_run(smoke_run)
+    target = unlabelled_view(open_split(prep, "lightbox", "test", root=root))
+    val = open_split(prep, "synthetic", "validation", root=root)
+    check = SyntheticCheck(val, evenly_spaced(len(val), check_images), loaded.cfg, 0.05, torch.device("cpu"), 2)
+    rcfg = RefineConfig(steps=4, batch_size=2, calibration_images=3, lr=1e-2)
+    return loaded, target, check, rcfg
+
+
+def test_refine_is_deterministic_and_resumes_exactly(smoke_run, tiny_prepared):
+    loaded, target, check, rcfg = _refine_setup(smoke_run, tiny_prepared)
+    cpu = torch.device("cpu")
+    runs, saved = [], []
+    for _ in range(2):
+        model = copy.deepcopy(loaded.model)
+        refine(model, target, loaded.cfg, rcfg, check, 2, cpu, seed=3, on_checkpoint=lambda s: saved.append(
+            copy.deepcopy(s)), progress=False)
+        runs.append(model.state_dict())
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    assert not all(torch.equal(runs[0][k], loaded.model.state_dict()[k]) for k in runs[0])
+    # resume from the state saved at step 2 of the first run: the same weights as the uninterrupted run
+    model = copy.deepcopy(loaded.model)
+    out = refine(model, target, loaded.cfg, rcfg, check, 2, cpu, seed=3, state=saved[0], progress=False)
+    assert out.steps_done == 4
+    assert all(torch.equal(runs[0][k], model.state_dict()[k]) for k in runs[0])
+
+
+def test_a_failed_synthetic_check_keeps_the_previous_state(smoke_run, tiny_prepared):
+    loaded, target, check, rcfg = _refine_setup(smoke_run, tiny_prepared, check_images=2)
+    scores = iter([1.0, 2.0])  # the source, then a much worse state at the first check
+    check.metrics = lambda model: {"score": next(scores)}
+    model = copy.deepcopy(loaded.model)
+    start = norm_state(model)
+    out = refine(model, target, loaded.cfg, rcfg, check, 2, torch.device("cpu"), seed=0, progress=False)
+    assert out.stopped == "check_failed" and out.kept_step == 0 and out.steps_done == 2
+    assert all(torch.equal(start[k], v) for k, v in norm_state(model).items())
+    assert refinable_keys(model) == list(start)
+
+
+# ------------------------------------------------------------------------------------------- self-train
+@pytest.fixture(scope="module")
+def self_trained(smoke_run, tiny_prepared, unlabelled_copy, tmp_path_factory) -> tuple[Path, Path]:
+    """The same self-training (2 rounds) from the labelled stand-in and from the copy without target labels."""
+    outs = []
+    for (root, prep), name in ((tiny_prepared, "labelled"), (unlabelled_copy, "unlabelled")):
+        out = tmp_path_factory.mktemp("selftrain") / name
+        assert _adapt(smoke_run, root, prep, out, "self-train", "self_train.rounds=2", "train.max_steps=1") == 0
+        outs.append(out)
+    return outs[0], outs[1]
+
+
+def test_self_training_ignores_target_labels(self_trained):
+    with_labels, without = self_trained
+    for r in (0, 1):
+        a = pd.read_csv(with_labels / "self_train" / "pseudo_labels" / f"round_{r}.csv")
+        b = pd.read_csv(without / "self_train" / "pseudo_labels" / f"round_{r}.csv")
+        pd.testing.assert_frame_equal(a, b)
+        assert a["selected"].all()
+    wa, wb = _weights(with_labels / "best.pt"), _weights(without / "best.pt")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_self_trained_run_evaluates(self_trained, smoke_run, tiny_prepared, tmp_path):
+    out, _ = self_trained
+    rec = json.loads((out / "adapt.json").read_text())
+    st = rec["self_train"]
+    assert [r["selected"] for r in st["rounds"]] == [3, 3] and [r["steps"] for r in st["rounds"]] == [1, 1]
+    assert st["kept_round"] == 1 and st["stopped"] == "completed"
+    assert not list((out / "self_train" / "rounds").rglob("*.pt"))
+    src = _weights(smoke_run / "last.pt")
+    assert not all(torch.equal(src[k], v) for k, v in _weights(out / "best.pt").items())
+    root, prep = tiny_prepared
+    rep = evaluate_stage.run(out, root, "lightbox", prep_dir=prep, out=tmp_path / "ev", device="cpu",
+                             n_examples=0, n_distributions=0, progress=False)
+    assert np.isfinite(rep["metrics"]["score"])
+
+
+def test_target_views_hold_no_labels(tiny_prepared, unlabelled_copy):
+    root, prep = tiny_prepared
+    labelled = open_split(prep, "lightbox", "test", root=root)
+    view = unlabelled_view(labelled)
+    assert not view.labelled.any() and np.isnan(view.q_wxyz).all() and np.isnan(view.kp_box()).all()
+    root2, prep2 = unlabelled_copy
+    other = unlabelled_view(open_split(prep2, "lightbox", "test", root=root2))
+    pd.testing.assert_frame_equal(view.records, other.records)
+    # pseudo poses give keypoint boxes exactly as preprocessing gives them for true poses
+    pseudo = pseudo_labelled_view(view, labelled.q_wxyz, labelled.r_cam_m)
+    np.testing.assert_allclose(pseudo.kp_box(clipped=False), labelled.kp_box(clipped=False), atol=1e-9)
+    iou = reprojection_iou(labelled.camera, labelled.q_wxyz, labelled.r_cam_m, labelled.kp_box(clipped=False))
+    np.testing.assert_allclose(iou, 1.0, atol=1e-9)
+
+
+def test_pseudo_label_selection():
+    st = SelfTrainConfig(min_confidence=0.5, min_box_iou=0.5, max_aug_deg=10, max_fraction=0.5)
+    conf = np.array([0.9, 0.8, 0.95, 0.7, 0.2, 0.99])
+    iou = np.array([0.9, 0.9, 0.1, 0.9, 0.9, np.nan])
+    aug = np.array([1.0, 2.0, 1.0, 50.0, 1.0, 3.0])
+    # passing: 0, 1, 5 (NaN IoU: no box, not filtered); at most 3 of 6 kept, most confident first
+    assert select(conf, iou, aug, st).tolist() == [True, True, False, False, False, True]
+    st2 = st.model_copy(update={"max_fraction": 0.34})
+    assert select(conf, iou, aug, st2).tolist() == [True, False, False, False, False, True]
+
+
+# -------------------------------------------------------------------------------------------------- errors
+def test_bad_inputs_exit_2_with_a_message(smoke_run, tiny_prepared, tmp_path, capsys):
+    root, prep = tiny_prepared
+    cases = [
+        (["--run", str(tmp_path), "--root", str(root), "--domain", "lightbox", "--method", "refine"],
+         "not a run folder"),
+        (["--run", str(smoke_run), "--root", str(root), "--domain", "synthetic", "--method", "refine"],
+         "--domain: expected one of lightbox, sunlamp"),
+        (["--run", str(smoke_run), "--root", str(root), "--domain", "lightbox", "--method", "tent"],
+         "--method: expected one of refine, self-train"),
+        (["--run", str(smoke_run), "--root", str(tmp_path), "--domain", "sunlamp", "--method", "refine"],
+         "sunlamp/test is not in this SPEED+ root"),
+        (["--run", str(smoke_run), "--root", str(root), "--domain", "lightbox", "--method", "refine",
+          "--out", str(smoke_run)], "--out: the adapted run must go to a new folder"),
+        (["--run", str(smoke_run), "--root", str(root), "--domain", "lightbox", "--method", "refine",
+          "refine.step=3"], "did you mean refine.steps"),
+    ]
+    for args, message in cases:
+        assert main(["adapt", *args]) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (args, err)
