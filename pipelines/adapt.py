@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from speedpose.adapt.check import SyntheticCheck, evenly_spaced
@@ -163,8 +164,8 @@ def run(run_dir: Path, root: Path, domain: str, method: str, out: Path | None = 
     torch.manual_seed(acfg.train.seed)
     cfg = loaded.cfg
     check_split = _open(root, "synthetic", "validation", prep_dir, progress) if acfg.check.images else None
-    check = SyntheticCheck(check_split, evenly_spaced(len(check_split), acfg.check.images) if check_split else
-                           evenly_spaced(0, 0), cfg, acfg.check.tolerance, dev, acfg.train.batch_size)
+    check_idx = evenly_spaced(len(check_split), acfg.check.images) if check_split is not None else np.arange(0)
+    check = SyntheticCheck(check_split, check_idx, cfg, acfg.check.tolerance, dev, acfg.train.batch_size)
     model = loaded.model.to(dev)
     work = out / WORK
     if method == "refine":
@@ -177,7 +178,7 @@ def run(run_dir: Path, root: Path, domain: str, method: str, out: Path | None = 
                          state=state, on_checkpoint=lambda s: save_checkpoint(state_file, {"model": {}, "state": s}),
                          on_step=lambda step, m: log.log(step, 0, "adapt", m), progress=progress)
         log.close()
-        details = {"refine": outcome.to_dict(), "changed_keys": refinable_keys(model, acfg.refine.localiser)}
+        details = {"refine": outcome.to_dict(), "refinable_keys": refinable_keys(model, acfg.refine.localiser)}
         images_used = outcome.used
         before, after = outcome.metrics_before, outcome.metrics_after
     else:

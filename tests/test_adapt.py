@@ -60,7 +60,8 @@ def unlabelled_copy(tiny_standin, tmp_path_factory) -> tuple[Path, Path]:
     shutil.copytree(tiny_standin, root)
     f = label_file(root, "lightbox")
     f.write_text(json.dumps([{"filename": lab.filename} for lab in read_labels(f)]))
-    preprocess_stage.run(root, out=base / "prep", size=(384, 256), workers=1, progress=False)
+    preprocess_stage.run(root, out=base / "prep", domains=("synthetic", "lightbox"), size=(384, 256), workers=1,
+                         progress=False)
     return root, base / "prep"
 
 
@@ -68,7 +69,7 @@ def unlabelled_copy(tiny_standin, tmp_path_factory) -> tuple[Path, Path]:
 def test_refine_changes_only_normalisation_layers(refined, smoke_run):
     before, after = _weights(smoke_run / "best.pt" if (smoke_run / "best.pt").is_file() else
                              smoke_run / "last.pt"), _weights(refined / "best.pt")
-    allowed = set(json.loads((refined / "adapt.json").read_text())["changed_keys"])
+    allowed = set(json.loads((refined / "adapt.json").read_text())["refinable_keys"])
     model = load_run(smoke_run).model
     assert allowed and all(isinstance(model.get_submodule(k.rsplit(".", 1)[0]), torch.nn.BatchNorm2d)
                            for k in allowed)
@@ -112,7 +113,7 @@ def _refine_setup(smoke_run, tiny_prepared, check_images=0):
     target = unlabelled_view(open_split(prep, "lightbox", "test", root=root))
     val = open_split(prep, "synthetic", "validation", root=root)
     check = SyntheticCheck(val, evenly_spaced(len(val), check_images), loaded.cfg, 0.05, torch.device("cpu"), 2)
-    rcfg = RefineConfig(steps=4, batch_size=2, calibration_images=3, lr=1e-2)
+    rcfg = RefineConfig(steps=2, batch_size=2, calibration_images=3, lr=1e-2)
     return loaded, target, check, rcfg
 
 
@@ -122,15 +123,15 @@ def test_refine_is_deterministic_and_resumes_exactly(smoke_run, tiny_prepared):
     runs, saved = [], []
     for _ in range(2):
         model = copy.deepcopy(loaded.model)
-        refine(model, target, loaded.cfg, rcfg, check, 2, cpu, seed=3, on_checkpoint=lambda s: saved.append(
+        refine(model, target, loaded.cfg, rcfg, check, 1, cpu, seed=3, on_checkpoint=lambda s: saved.append(
             copy.deepcopy(s)), progress=False)
         runs.append(model.state_dict())
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
     assert not all(torch.equal(runs[0][k], loaded.model.state_dict()[k]) for k in runs[0])
-    # resume from the state saved at step 2 of the first run: the same weights as the uninterrupted run
+    # resume from the state saved at step 1 of the first run: the same weights as the uninterrupted run
     model = copy.deepcopy(loaded.model)
-    out = refine(model, target, loaded.cfg, rcfg, check, 2, cpu, seed=3, state=saved[0], progress=False)
-    assert out.steps_done == 4
+    out = refine(model, target, loaded.cfg, rcfg, check, 1, cpu, seed=3, state=saved[0], progress=False)
+    assert saved[0]["step"] == 1 and out.steps_done == 2
     assert all(torch.equal(runs[0][k], model.state_dict()[k]) for k in runs[0])
 
 
@@ -140,8 +141,8 @@ def test_a_failed_synthetic_check_keeps_the_previous_state(smoke_run, tiny_prepa
     check.metrics = lambda model: {"score": next(scores)}
     model = copy.deepcopy(loaded.model)
     start = norm_state(model)
-    out = refine(model, target, loaded.cfg, rcfg, check, 2, torch.device("cpu"), seed=0, progress=False)
-    assert out.stopped == "check_failed" and out.kept_step == 0 and out.steps_done == 2
+    out = refine(model, target, loaded.cfg, rcfg, check, 1, torch.device("cpu"), seed=0, progress=False)
+    assert out.stopped == "check_failed" and out.kept_step == 0 and out.steps_done == 1
     assert all(torch.equal(start[k], v) for k, v in norm_state(model).items())
     assert refinable_keys(model) == list(start)
 
@@ -153,7 +154,8 @@ def self_trained(smoke_run, tiny_prepared, unlabelled_copy, tmp_path_factory) ->
     outs = []
     for (root, prep), name in ((tiny_prepared, "labelled"), (unlabelled_copy, "unlabelled")):
         out = tmp_path_factory.mktemp("selftrain") / name
-        assert _adapt(smoke_run, root, prep, out, "self-train", "self_train.rounds=2", "train.max_steps=1") == 0
+        assert _adapt(smoke_run, root, prep, out, "self-train", "self_train.rounds=2", "train.max_steps=1",
+                      "check.images=1") == 0
         outs.append(out)
     return outs[0], outs[1]
 

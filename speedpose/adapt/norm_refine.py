@@ -245,6 +245,7 @@ def refine(model: PoseModel, target, cfg: SpeedplusExperiment, rcfg: RefineConfi
                  "checks": checks, "used": {"rotation": 0, "localisation": 0}, "images_seen": 0,
                  "baseline": check.baseline, "metrics_before": before, "metrics_good": before, "stopped": None}
     else:
+        state = dict(state)  # updated below: the caller's copy stays as it was
         model.load_state_dict(state["norm"], strict=False)
         opt.load_state_dict(state["optimizer"])
         check.baseline = state["baseline"]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from speedpose.adapt.config import SelfTrainConfig
 from speedpose.camera import Camera
@@ -109,7 +110,7 @@ def in_plane_angles_rad(n: int, max_deg: float) -> np.ndarray:
 @torch.no_grad()
 def augmented_rotations(model: PoseModel, split, indices: np.ndarray, boxes_xyxy: np.ndarray,
                         cfg: SpeedplusExperiment, n_aug: int, seed: int, device: torch.device,
-                        batch_size: int = 16) -> np.ndarray:
+                        batch_size: int = 16, progress: bool = False) -> np.ndarray:
     """Rotations predicted on ``n_aug`` augmented copies of each image, in the real camera frame.
 
     Crop models: crops of the given boxes (N, 4) [px] through virtual cameras rotated in-plane by
@@ -128,6 +129,8 @@ def augmented_rotations(model: PoseModel, split, indices: np.ndarray, boxes_xyxy
     thetas = in_plane_angles_rad(n_aug, cfg.augment.in_plane_deg if cfg.augment.enabled else 0.0)
     spec = crop_spec(cfg)
     cam = split.camera
+    bar = tqdm(total=len(indices), desc=f"augmented copies {split.domain}", unit="img", disable=not progress,
+               leave=False)
     for start in range(0, len(indices), batch_size):
         chunk = indices[start:start + batch_size]
         sources: dict[int, tuple] = {}
@@ -149,6 +152,8 @@ def augmented_rotations(model: PoseModel, split, indices: np.ndarray, boxes_xyxy
             coeffs = model.net(torch.from_numpy(np.stack(crops)[:, None]).to(device))["coeffs"]
             R_virt, _ = rotation_mode(model.net.head, coeffs, cfg.model.i2s.infer_level)
             out[k, start:start + len(chunk)] = np.stack(R_cam_virt) @ R_virt.double().cpu().numpy()
+        bar.update(len(chunk))
+    bar.close()
     return out
 
 
@@ -174,7 +179,8 @@ def make_pseudo_labels(model: PoseModel, split, cfg: SpeedplusExperiment, st: Se
     pred = predict_split(model, split, idx, cfg, device, batch_size=batch_size, progress=progress)
     iou = reprojection_iou(split.camera, pred.q_wxyz, pred.r_cam_m, pred.box_xyxy)
     R = quat_wxyz_to_matrix(pred.q_wxyz)
-    R_aug = augmented_rotations(model, split, idx, pred.box_xyxy, cfg, st.augmentations, seed, device, batch_size)
+    R_aug = augmented_rotations(model, split, idx, pred.box_xyxy, cfg, st.augmentations, seed, device, batch_size,
+                                progress)
     aug = np.zeros(len(idx))
     if st.augmentations:
         aug = np.degrees(geodesic_angle_matrix(R_aug, np.broadcast_to(R, R_aug.shape))).max(axis=0)

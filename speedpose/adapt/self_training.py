@@ -3,7 +3,8 @@
 Each round: pseudo-label every target image with the current model (:mod:`speedpose.adapt.pseudo_labels`), then
 fine-tune on synthetic/train mixed with the selected target images (their pseudo pose replaces the label; their box
 is the reprojection of that pose), with the training engine (:func:`speedpose.training.fit`: the same loss,
-augmentation, determinism and step-exact resumption as ``speedpose train``).  The synthetic check follows every
+augmentation, determinism and step-exact resumption as ``speedpose train``).  A round is one engine epoch of exactly
+``train.max_steps`` batches, drawn from the mixture in seeded shuffled passes.  The synthetic check follows every
 round: a round that makes it worse than the tolerance is discarded, the previous model kept and the rounds stop.
 
 Work folder layout (``work_dir``)::
@@ -18,7 +19,6 @@ its training resumes at the exact step).
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,10 +39,27 @@ from speedpose.pose.dataset import PoseSamples
 from speedpose.pose.model import PoseModel
 from speedpose.pose.task import SpeedplusTask
 from speedpose.training import LAST_NAME, fit, load_checkpoint
-from speedpose.training.sampler import ResumableBatchSampler
 from speedpose.training.seeding import mix_seed
 
 STATE_NAME = "state.json"
+
+
+class _Passes(Dataset):
+    """``length`` items of ``dataset`` in seeded shuffled passes (each item once per pass): a fixed-size epoch."""
+
+    def __init__(self, dataset: Dataset, length: int, seed: int):
+        self.dataset, self.length, self.seed = dataset, int(length), int(seed)
+        self.n = len(dataset)  # type: ignore[arg-type]
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, k: int) -> Any:
+        p, j = divmod(int(k), self.n)
+        if self._perm is None or self._perm[0] != p:
+            self._perm = (p, np.random.default_rng(mix_seed(self.seed, 13, p)).permutation(self.n))
+        return self.dataset[int(self._perm[1][j])]
 
 
 class _Repeat(Dataset):
@@ -64,13 +81,14 @@ def target_repeat(n_synthetic: int, n_target: int, share: float) -> int:
 
 
 class SelfTrainTask(SpeedplusTask):
-    """The SPEED+ task of one self-training round: the model starts from ``init_state``, the training set mixes
-    synthetic/train (or a seeded subset of ``synthetic_images``) with the pseudo-labelled records
-    ``target_indices`` of ``target``; no validation (the caller runs the synthetic check)."""
+    """The SPEED+ task of one self-training round: the model starts from ``init_state``; an epoch is ``samples``
+    samples of the mixture of synthetic/train (or a seeded subset of ``synthetic_images``) and the pseudo-labelled
+    records ``target_indices`` of ``target``; no validation (the caller runs the synthetic check)."""
 
     def __init__(self, cfg: SpeedplusExperiment, init_state: dict[str, torch.Tensor], target,
-                 target_indices: np.ndarray, target_share: float, synthetic_images: int | None = None):
+                 target_indices: np.ndarray, target_share: float, samples: int, synthetic_images: int | None = None):
         super().__init__(cfg)
+        self.samples = int(samples)
         self.init_state = init_state
         self.target = target
         self.target_indices = np.asarray(target_indices, dtype=np.int64)
@@ -87,24 +105,21 @@ class SelfTrainTask(SpeedplusTask):
     def train_dataset(self) -> Dataset:
         synth = PoseSamples(self.train_split, self.train_indices, self.cfg, train=True)
         tgt = PoseSamples(self.target, self.target_indices, self.cfg, train=True)
-        return ConcatDataset([synth, _Repeat(tgt, self.repeat)])
+        return _Passes(ConcatDataset([synth, _Repeat(tgt, self.repeat)]), self.samples, self.cfg.train.seed)
 
     def val_dataset(self) -> None:
         return None
 
-    def __len__(self) -> int:
-        """Samples per epoch of the mixture."""
-        return len(self.train_indices) + self.repeat * len(self.target_indices)
-
 
 def round_config(source: SpeedplusExperiment, acfg: AdaptExperiment, root: Path, prep_dir: Path | None,
-                 epochs: int = 1, description: str = "") -> SpeedplusExperiment:
-    """The source run's config with the adaptation's ``optim``/``schedule``/``train`` sections, the given data
-    location, no ImageNet initialisation (the weights come from the source) and ``epochs``."""
+                 description: str = "") -> SpeedplusExperiment:
+    """The source run's config with the adaptation's ``optim``/``schedule``/``train`` sections (one epoch, no step
+    limit: the round's epoch has exactly ``train.max_steps`` batches), the given data location and no ImageNet
+    initialisation (the weights come from the source)."""
     data = config_to_dict(source)
     data["optim"] = config_to_dict(acfg.optim)
     data["schedule"] = config_to_dict(acfg.schedule)
-    data["train"] = {**config_to_dict(acfg.train), "epochs": int(epochs)}
+    data["train"] = {**config_to_dict(acfg.train), "epochs": 1, "max_steps": None}
     data["data"]["root"] = str(Path(root).resolve())
     data["data"]["prep_dir"] = str(Path(prep_dir).resolve()) if prep_dir is not None else None
     data["model"]["pretrained"] = False
@@ -160,11 +175,9 @@ def _finetune(model: PoseModel, cfg: SpeedplusExperiment, acfg: AdaptExperiment,
     sel = labels.indices
     q[sel], t[sel] = labels.q_wxyz[sel], labels.r_cam_m[sel]
     view = pseudo_labelled_view(target, q, t)
-    desc = f"self-training round {r} on {target.domain}"
-    cfg0 = round_config(cfg, acfg, root, prep_dir, 1, desc)
-    task = SelfTrainTask(cfg0, model.state_dict(), view, sel, st.target_share, st.synthetic_images)
-    per_epoch = ResumableBatchSampler(len(task), acfg.train.batch_size, acfg.train.seed).steps_per_epoch
-    cfg_r = round_config(cfg, acfg, root, prep_dir, math.ceil(steps / per_epoch), desc)
+    cfg_r = round_config(cfg, acfg, root, prep_dir, f"self-training round {r} on {target.domain}")
+    task = SelfTrainTask(cfg_r, model.state_dict(), view, sel, st.target_share, steps * acfg.train.batch_size,
+                         st.synthetic_images)
     summary = fit(task, cfg_r, run_dir, resume=last.is_file(), progress=progress)
     model.load_state_dict(load_checkpoint(last)["model"])
     return int(summary.global_step)
