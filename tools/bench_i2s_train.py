@@ -8,7 +8,10 @@ Variants, timed in interleaved rounds in one process (so that load changes hit a
   channels_last   fp32 with channels_last images and encoder
   bf16            torch.autocast(cpu, bfloat16)
   bf16_cl         bf16 + channels_last
-Also the split of the fp32 step between the encoder (forward+backward) and the spherical head + loss.
+Also the split of the fp32 step between the encoder (forward+backward) and the spherical head + loss, and the
+machine's ceiling: the floating-point work of one training image (counted by torch.utils.flop_counter) against the
+throughput of a large float32 matrix product on the same threads (what oneDNN/BLAS reach at best on this CPU), i.e.
+the images/s no implementation of this network could beat here.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--variants", default="fp32,two_forward,channels_last,bf16,bf16_cl")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--no-ceiling", action="store_true", help="skip the FLOP count and the matrix-product ceiling")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -116,6 +120,13 @@ def main(argv: list[str] | None = None) -> dict:
            "speedup_vs_fp32": {n: med["fp32"] / med[n] for n in chosen if not n.startswith("_") and "fp32" in med},
            "encoder_share": med["_encoder"] / (med["_encoder"] + med["_head"]),
            "head_share": med["_head"] / (med["_encoder"] + med["_head"])}
+    if not args.no_ceiling:
+        res.update(ceiling(encoder, head, x, R, dev, args.rounds))
+        if "fp32" in res["images_per_s"]:
+            res["fp32_share_of_ceiling"] = res["images_per_s"]["fp32"] / res["ceiling_images_per_s"]
+        print(f"ceiling: {res['gflop_per_image']:.2f} GFLOP per training image, sgemm {res['sgemm_gflops']:.0f} "
+              f"GFLOP/s -> at most {res['ceiling_images_per_s']:.1f} images/s; fp32 step reaches "
+              f"{100 * res.get('fp32_share_of_ceiling', float('nan')):.0f}% of it")
     for n, v in res["images_per_s"].items():
         print(f"{n:14s} {v:6.1f} images/s (median step {med[n]:.3f} s)")
     print(f"encoder share {100 * res['encoder_share']:.0f}%, head+loss share {100 * res['head_share']:.0f}% "
@@ -126,6 +137,31 @@ def main(argv: list[str] | None = None) -> dict:
         atomic_write_json(args.out, res)
     print(json.dumps(res, indent=1))
     return res
+
+
+def ceiling(encoder, head, x, R, dev, rounds: int) -> dict:
+    """FLOPs of one fp32 training step per image and the sgemm rate of this machine (median of ``rounds``)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from speedpose.models.i2s import so3_cross_entropy
+
+    encoder.to(memory_format=torch.contiguous_format)
+    with FlopCounterMode(display=False) as fc:
+        so3_cross_entropy(head(encoder(x)), R, head.grid).backward()
+    gflop_img = fc.get_total_flops() / x.shape[0] / 1e9
+    n = 2048
+    a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
+    a @ b
+    rates = []
+    for _ in range(max(3, rounds)):
+        t = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        rates.append(4 * 2 * n ** 3 / (time.perf_counter() - t) / 1e9)
+    sgemm = statistics.median(rates)
+    return {"gflop_per_image": gflop_img, "sgemm_gflops": sgemm, "ceiling_images_per_s": sgemm / gflop_img}
 
 
 if __name__ == "__main__":
