@@ -236,13 +236,18 @@ def format_summary(record: dict) -> str:
     lines = [f"{record['method']} on {record['domain']}: {record['target']['images']} target images, labels not read"]
     if "refine" in record:
         r = record["refine"]
-        lines.append(f"refine: {r['steps_done']} steps, kept step {r['kept_step']} ({r['stopped']}); images used "
-                     f"(rotation/localisation) {r['used'].get('rotation', 0)}/{r['used'].get('localisation', 0)}")
+        lines.append(f"refine: {r['steps_done']} steps; images that contributed (rotation/localisation) "
+                     f"{r['used'].get('rotation', 0)}/{r['used'].get('localisation', 0)}")
+        if r["stopped"] == "check_failed":
+            lines.append(f"the synthetic check failed at step {r['checks'][-1]['step']} (score "
+                         f"{r['checks'][-1]['score']:.4f}): kept the state of step {r['kept_step']}")
     if "self_train" in record:
         s = record["self_train"]
         sel = ", ".join(str(rec["selected"]) for rec in s["rounds"]) or "-"
-        kept = "source" if s["kept_round"] is None else f"round {s['kept_round']}"
-        lines.append(f"self-train: pseudo-labelled per round {sel}; kept {kept} ({s['stopped']})")
+        kept = "the source model" if s["kept_round"] is None else f"round {s['kept_round']}"
+        why = {"completed": "", "check_failed": "; the synthetic check failed after the last round, discarded",
+               "too_few_pseudo_labels": "; too few images passed the pseudo-label filters in the last round"}
+        lines.append(f"self-train: pseudo-labelled per round {sel}; kept {kept}{why.get(s['stopped'], '')}")
     c = record["check"]
     if c["images"]:
         lines.append(f"synthetic check on {c['images']} images: score {c['score_before']:.4f} -> "
