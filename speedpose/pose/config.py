@@ -72,6 +72,11 @@ class LossConfig(ConfigModel):
     """Loss weights (``loss:``)."""
 
     rotation: float = Field(1.0, ge=0, description="weight of the SO(3) cross-entropy")
+    rotation_target: Literal["grid", "exact"] = Field(
+        "grid", description="grid: cross-entropy against the training-grid cell nearest to the label (the I2S "
+        "loss; its optimum is that cell, ~7.5 deg apart at level 3); exact: negative log-likelihood of the exact "
+        "label (the density at the true rotation, normalised on the training grid), which has no such "
+        "quantisation")
     translation: float = Field(1.0, ge=0, description="weight of the translation loss (smooth L1 on du, dv, "
                                "log depth ratio)")
     localisation: float = Field(1.0, ge=0, description="weight of the localiser loss (heatmap focal loss + box)")

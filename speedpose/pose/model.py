@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from speedpose.models.encoders import build_encoder
-from speedpose.models.i2s import I2SConfig, I2SHead, so3_cross_entropy
+from speedpose.models.i2s import I2SConfig, I2SHead, so3_cross_entropy, so3_log_likelihood
+from speedpose.models.i2s.grid_signal import SO3GridSignal
 from speedpose.pose.config import SpeedplusExperiment
 from speedpose.pose.localiser import Localiser
 
@@ -81,6 +82,15 @@ class PoseModel(nn.Module):
         return self.net(batch["image"])
 
 
-def rotation_loss(model: PoseModel, coeffs: torch.Tensor, R_target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the true rotation's cell on the head's training grid (the I2S loss)."""
-    return so3_cross_entropy(coeffs, R_target, model.net.head.grid)
+def rotation_loss(grid: SO3GridSignal, coeffs: torch.Tensor, R_target: torch.Tensor, target: str = "grid"
+                  ) -> torch.Tensor:
+    """Rotation loss of (B, n_coeffs) coefficients against (B, 3, 3) labels (in the frame of the network's input)
+    on ``grid`` (the head's training grid).
+
+    ``grid``: cross-entropy of the label's nearest cell on the head's training grid (the I2S loss).
+    ``exact``: mean negative log-likelihood of the exact label, normaliser on the same grid (it differs from the
+    cross-entropy by the constant -log(N / pi^2) when the label sits on a grid rotation).
+    """
+    if target == "exact":
+        return -so3_log_likelihood(coeffs, R_target, grid).mean()
+    return so3_cross_entropy(coeffs, R_target, grid)

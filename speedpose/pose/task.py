@@ -90,7 +90,7 @@ class SpeedplusTask:
         core = model.module if hasattr(model, "module") else model
         w = self.cfg.loss
         if core.kind == "crop":
-            l_rot = rotation_loss(core, out["coeffs"], batch["R_virt"])
+            l_rot = rotation_loss(core.net.head.grid, out["coeffs"], batch["R_virt"], w.rotation_target)
             l_t = F.smooth_l1_loss(out["t"].float(), batch["t_enc"], beta=0.05)
             grid = out["heatmap_logits"].shape[-2:]
             targets = make_targets(batch["loc_box_clipped"], batch["loc_box_unclipped"], tuple(grid),
@@ -98,7 +98,7 @@ class SpeedplusTask:
             l_loc = localisation_loss(out, targets)
             loss = w.rotation * l_rot + w.translation * l_t + w.localisation * l_loc
             return {"loss": loss, "rot": l_rot.detach(), "trans": l_t.detach(), "loc": l_loc.detach()}
-        l_rot = rotation_loss(core, out["coeffs"], batch["R"])
+        l_rot = rotation_loss(core.net.head.grid, out["coeffs"], batch["R"], w.rotation_target)
         l_t = F.smooth_l1_loss(out["t"].float(), batch["t_norm"], beta=0.05)
         return {"loss": w.rotation * l_rot + w.translation * l_t, "rot": l_rot.detach(), "trans": l_t.detach()}
 
