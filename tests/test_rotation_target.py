@@ -51,3 +51,9 @@ def test_targets_agree_on_grid_labels_up_to_a_constant():
     c = torch.randn(3, n_so3_coeffs(LMAX)) * 0.1
     diff = rotation_loss(grid, c, R, "exact") - rotation_loss(grid, c, R, "grid")
     assert float(diff) == pytest.approx(math.log(math.pi ** 2) - math.log(grid.size), abs=1e-3)
+
+
+def test_unknown_target_is_refused():
+    grid = default_grid(LMAX, 2)
+    with pytest.raises(ValueError, match="'grid' or 'exact'"):
+        rotation_loss(grid, torch.zeros(1, n_so3_coeffs(LMAX)), torch.eye(3)[None], "nearest")

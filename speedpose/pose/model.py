@@ -12,6 +12,8 @@ once.  No file I/O.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
@@ -82,8 +84,8 @@ class PoseModel(nn.Module):
         return self.net(batch["image"])
 
 
-def rotation_loss(grid: SO3GridSignal, coeffs: torch.Tensor, R_target: torch.Tensor, target: str = "grid"
-                  ) -> torch.Tensor:
+def rotation_loss(grid: SO3GridSignal, coeffs: torch.Tensor, R_target: torch.Tensor,
+                  target: Literal["grid", "exact"] = "grid") -> torch.Tensor:
     """Rotation loss of (B, n_coeffs) coefficients against (B, 3, 3) labels (in the frame of the network's input)
     on ``grid`` (the head's training grid).
 
@@ -93,4 +95,6 @@ def rotation_loss(grid: SO3GridSignal, coeffs: torch.Tensor, R_target: torch.Ten
     """
     if target == "exact":
         return -so3_log_likelihood(coeffs, R_target, grid).mean()
-    return so3_cross_entropy(coeffs, R_target, grid)
+    if target == "grid":
+        return so3_cross_entropy(coeffs, R_target, grid)
+    raise ValueError(f"rotation loss target: expected 'grid' or 'exact', got {target!r}")
