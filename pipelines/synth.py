@@ -20,7 +20,6 @@ stage's output with the same parameters is refused.
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing as mp
 import os
 import time
@@ -33,7 +32,7 @@ from tqdm import tqdm
 
 from speedpose.camera import Camera, speedplus_camera
 from speedpose.errors import InputError
-from speedpose.io_utils import atomic_path, atomic_write_json, read_json
+from speedpose.io_utils import atomic_path, atomic_write_json, read_json, sha256_file
 from speedpose.labels import PoseLabel, label_file, read_labels, write_labels
 from speedpose.tango import keypoint_box, project_keypoints
 
@@ -63,10 +62,6 @@ class Job:
     r_cam_m: tuple[float, float, float]
     seed_words: tuple[int, ...]
     earth: bool | None
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def plan(train: int, val: int, lightbox: int, sunlamp: int, seed: int = 0,
@@ -128,7 +123,7 @@ def plan(train: int, val: int, lightbox: int, sunlamp: int, seed: int = 0,
 
 def _params(train, val, lightbox, sunlamp, seed, poses) -> dict:
     return {"format": FORMAT_VERSION, "train": train, "validation": val, "lightbox": lightbox, "sunlamp": sunlamp,
-            "seed": seed, "poses": {k: _sha256(Path(v)) for k, v in sorted((poses or {}).items())}}
+            "seed": seed, "poses": {k: sha256_file(v) for k, v in sorted((poses or {}).items())}}
 
 
 def _claim(out: Path, params: dict) -> bool:

@@ -17,14 +17,8 @@ from speedpose.benchmarks.model import BenchmarkModel
 from speedpose.data.category_records import CategoryRecords
 from speedpose.data.modelnet10 import MODELNET10_CLASSES, ModelNet10Adapter
 from speedpose.data.pascal3d import PASCAL3D_CLASSES, Pascal3DAdapter
+from speedpose.data.subsets import evenly_spaced
 from speedpose.errors import InputError
-
-
-def evenly_spaced(n: int, limit: int | None) -> np.ndarray:
-    """``limit`` evenly spaced indices of ``range(n)`` (all when ``limit`` is None or >= n)."""
-    if limit is None or limit >= n:
-        return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, limit).round().astype(np.int64))
 
 
 @dataclass

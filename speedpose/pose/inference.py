@@ -3,17 +3,21 @@
 The localiser runs on a batch of downscaled frames; each predicted box defines a virtual camera whose crop is warped
 from the cheapest source image with enough resolution (:func:`speedpose.pose.crops.crop_source`); the crop network
 predicts the rotation distribution (its mode found coarse-to-fine) and the encoded translation, both mapped back
-to the real camera.  Used by validation during training, ``evaluate``, ``submit`` and ``predict``.
+to the real camera.  Used by validation during training, ``evaluate``, ``submit`` and ``predict``;
+:func:`localise_and_crop` is the first half of the chain, shared with adaptation (which needs it with gradients, or
+with an in-plane rotation of the crop).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from speedpose.camera import Camera
 from speedpose.data.image_store import resize_gray
 from speedpose.geometry.rotations import matrix_to_quat_wxyz
 from speedpose.pose.config import SpeedplusExperiment
@@ -22,6 +26,7 @@ from speedpose.pose.dataset import T_NORM_OFFSET, T_NORM_SCALE, crop_spec
 from speedpose.pose.localiser import boxes_to_full, decode_boxes
 from speedpose.pose.model import PoseModel, normalise_u8
 from speedpose.pose.orientation import rotation_mode
+from speedpose.virtual_camera import VirtualCamera
 
 
 @dataclass
@@ -49,6 +54,72 @@ class PosePredictions:
     coeffs: np.ndarray | None = field(default=None, repr=False)
 
 
+class LocalisedCrops(NamedTuple):
+    """What :func:`localise_and_crop` returns for a batch of B records (crop models).
+
+    Attributes:
+        loc_out: the localiser's outputs (``heatmap_logits`` (B, 1, h, w), ``box_reg``), not detached; None when
+            the boxes were given.
+        box_xyxy: (B, 4) float64 boxes [full-resolution px, unclipped].
+        loc_score: (B,) localiser peak scores (NaN when the boxes were given).
+        cameras: the B crops' virtual cameras.
+        crops_u8: (B, S, S) uint8 crops, S = ``crop_spec(cfg).size``.
+    """
+
+    loc_out: dict[str, torch.Tensor] | None
+    box_xyxy: np.ndarray
+    loc_score: np.ndarray
+    cameras: list[VirtualCamera]
+    crops_u8: np.ndarray
+
+
+def localise_and_crop(model: PoseModel, split, indices, cfg: SpeedplusExperiment, device: torch.device,
+                      in_plane_rad: float = 0.0, boxes_xyxy: np.ndarray | None = None,
+                      source_cache: dict[int, tuple[np.ndarray, Camera]] | None = None) -> LocalisedCrops:
+    """The first half of the inference chain of a crop model: the localiser on the downscaled frames of records
+    ``indices`` of a :class:`~speedpose.data.loader.PreprocessedSplit`, boxes from its heatmap peaks, and a crop
+    per box through a virtual camera (rotated in-plane by ``in_plane_rad``), warped from the cheapest source image
+    with enough resolution.
+
+    No ``torch.no_grad`` here: the caller decides (inference wraps it, refinement differentiates ``loc_out``); the
+    boxes are always detached.
+
+    Args:
+        boxes_xyxy: (B, 4) boxes [full-resolution px] to crop instead of running the localiser.
+        source_cache: filled with (and read for) each record's source image, to reuse it across calls that differ
+            only in ``in_plane_rad`` (the angle does not change which source image a crop needs).
+    """
+    if model.kind != "crop":
+        raise ValueError(f"localise_and_crop needs a crop model, got a {model.kind} model")
+    indices = np.asarray(indices, dtype=np.int64)
+    cam = split.camera
+    loc_out = None
+    if boxes_xyxy is None:
+        loc_size = tuple(cfg.data.loc_size)
+        loc = np.stack([resize_gray(split.image(int(i)), loc_size) for i in indices])[:, None]
+        loc_out = model.localiser(normalise_u8(torch.from_numpy(loc).to(device), 1))
+        boxes, _, score = decode_boxes(loc_out, model.localiser.stride)
+        boxes_xyxy = boxes_to_full(boxes.detach().cpu().numpy().astype(np.float64), loc_size,
+                                   (cam.width, cam.height))
+        loc_score = score.detach().cpu().numpy()
+    else:
+        boxes_xyxy = np.asarray(boxes_xyxy, dtype=np.float64)
+        loc_score = np.full(len(indices), np.nan)
+    spec = crop_spec(cfg)
+    cameras, crops = [], []
+    for i, box in zip(indices.tolist(), boxes_xyxy):
+        vc = crop_camera(cam, box, spec, in_plane_rad)
+        if source_cache is not None and i in source_cache:
+            source = source_cache[i]
+        else:
+            source = crop_source(split, i, vc)
+            if source_cache is not None:
+                source_cache[i] = source
+        cameras.append(vc)
+        crops.append(vc.warp(*source))
+    return LocalisedCrops(loc_out, boxes_xyxy, loc_score, cameras, np.stack(crops))
+
+
 @torch.no_grad()
 def predict_split(model: PoseModel, split, indices, cfg: SpeedplusExperiment, device: torch.device | str = "cpu",
                   batch_size: int = 16, keep_coeffs: bool = False, progress: bool = False) -> PosePredictions:
@@ -57,32 +128,21 @@ def predict_split(model: PoseModel, split, indices, cfg: SpeedplusExperiment, de
     device = torch.device(device)
     indices = np.asarray(indices, dtype=np.int64)
     spec = crop_spec(cfg)
-    cam = split.camera
-    loc_size = tuple(cfg.data.loc_size)
     out: dict[str, list] = {k: [] for k in ("R", "r", "conf", "box", "score", "Rvc", "coeffs")}
     bar = tqdm(total=len(indices), desc=f"predict {split.domain}", unit="img", disable=not progress)
     for start in range(0, len(indices), batch_size):
         chunk = indices[start:start + batch_size]
         if model.kind == "crop":
-            loc = np.stack([resize_gray(split.image(int(i)), loc_size) for i in chunk])[:, None]
-            loc_out = model.localiser(normalise_u8(torch.from_numpy(loc).to(device), 1))
-            boxes, _, score = decode_boxes(loc_out, model.localiser.stride)
-            boxes = boxes_to_full(boxes.cpu().numpy().astype(np.float64), loc_size, (cam.width, cam.height))
-            vcs, crops = [], []
-            for i, box in zip(chunk, boxes):
-                vc = crop_camera(cam, box, spec)
-                src, src_cam = crop_source(split, int(i), vc)
-                vcs.append(vc)
-                crops.append(vc.warp(src, src_cam))
-            net_out = model.net(torch.from_numpy(np.stack(crops)[:, None]).to(device))
+            lc = localise_and_crop(model, split, chunk, cfg, device)
+            net_out = model.net(torch.from_numpy(lc.crops_u8[:, None]).to(device))
             R_virt, conf = rotation_mode(model.net.head, net_out["coeffs"], cfg.model.i2s.infer_level)
             R_virt = R_virt.double().cpu().numpy()
             t = net_out["t"].double().cpu().numpy()
-            Rvc = np.stack([vc.R_cam_virt for vc in vcs])
+            Rvc = np.stack([vc.R_cam_virt for vc in lc.cameras])
             out["R"].append(Rvc @ R_virt)
-            out["r"].append(np.stack([decode_translation(vc, tk, spec) for vc, tk in zip(vcs, t)]))
-            out["box"].append(boxes)
-            out["score"].append(score.cpu().numpy())
+            out["r"].append(np.stack([decode_translation(vc, tk, spec) for vc, tk in zip(lc.cameras, t)]))
+            out["box"].append(lc.box_xyxy)
+            out["score"].append(lc.loc_score)
             out["Rvc"].append(Rvc)
         else:
             s = cfg.data.fullimage_size

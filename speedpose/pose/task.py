@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from speedpose.data.loader import open_split
+from speedpose.data.subsets import evenly_spaced
 from speedpose.errors import InputError
 from speedpose.pose.config import SpeedplusExperiment
 from speedpose.pose.dataset import PoseSamples
@@ -70,10 +71,7 @@ class SpeedplusTask:
             if not s.labelled.all():
                 raise InputError(f"synthetic/{s.split} has unlabelled records: training needs poses", s.directory)
         self.train_indices = train_subset(len(self.train_split), cfg.data.split, cfg.train.seed)
-        n_val = len(self.val_split)
-        lim = cfg.data.val_limit
-        self.val_indices = np.arange(n_val) if lim is None or lim >= n_val else np.unique(
-            np.linspace(0, n_val - 1, lim).round().astype(int))
+        self.val_indices = evenly_spaced(len(self.val_split), cfg.data.val_limit)
 
     # ------------------------------------------------------------------------------------------- Task protocol
     def build_model(self) -> PoseModel:
