@@ -3,7 +3,7 @@
 Inputs: a run folder (``speedpose train``), a SPEED+ root (each split preprocessed on demand, cached), the target
 domain, the method and the adaptation settings (``configs/adapt.yaml`` + dotted overrides, ``task: adapt``).
 Target images are read through :func:`speedpose.adapt.targets.unlabelled_view`: labels in the target file are
-never read.  Methods:
+never used (preprocessing caches the whole file, poses included, as for any split; the view drops them).  Methods:
 
 * ``refine``: test-time refinement of the BatchNorm layers by entropy minimisation
   (:mod:`speedpose.adapt.norm_refine`);
@@ -15,15 +15,16 @@ Both are guarded by the held-out synthetic check (:mod:`speedpose.adapt.check`).
 Outputs in ``out`` (default ``<run>-adapt-<domain>-<method>`` next to the run), usable by ``evaluate``, ``submit``
 and ``predict`` like any run: ``config.yaml`` (the source run's, copied), ``best.pt`` = ``last.pt`` (the adapted
 weights), ``adapt.json`` (source run and checkpoint, method, domain, settings, steps, images used, pseudo-labels
-per round, the synthetic check before/after, time, CPU time and peak memory, also per 1,000 target images),
+per round, the synthetic check before/after, time and CPU time of the adaptation itself, also per 1,000 target
+images, the set-up time (loading the run, preprocessing splits on demand) apart, peak memory),
 ``metrics.csv`` (refine: per-step entropies and images used), ``self_train/`` (pseudo-label tables and the rounds'
 training logs).  Resumable: ``.adapt/`` holds the inputs' key and the latest state; the same command continues an
-interrupted adaptation, and is a no-op once ``adapt.json`` exists.
+interrupted adaptation, and is a no-op once ``adapt.json`` exists.  Nothing a resumption needs is deleted before
+``adapt.json`` is written (the rounds' checkpoints and ``.adapt/`` go last).
 """
 
 from __future__ import annotations
 
-import hashlib
 import resource
 import shutil
 import time
@@ -34,15 +35,16 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from speedpose.adapt.check import SyntheticCheck, evenly_spaced
+from speedpose.adapt.check import SyntheticCheck
 from speedpose.adapt.config import METHODS, TARGET_DOMAINS, AdaptExperiment
 from speedpose.adapt.norm_refine import refinable_keys, refine
 from speedpose.adapt.self_training import self_train
 from speedpose.adapt.targets import unlabelled_view
 from speedpose.config import RESOLVED_NAME, config_hash, config_to_dict, load_config
 from speedpose.data.loader import PreprocessedSplit, open_split
+from speedpose.data.subsets import evenly_spaced
 from speedpose.errors import InputError
-from speedpose.io_utils import atomic_write_json, read_json
+from speedpose.io_utils import atomic_write_json, read_json, sha256_file
 from speedpose.labels import label_file
 from speedpose.pose.run import load_run
 from speedpose.training import BEST_NAME, LAST_NAME, MetricsLog, load_checkpoint, save_checkpoint
@@ -85,14 +87,6 @@ def _open(root: Path, domain: str, split: str, prep_dir: Path | None, progress: 
         return open_or_preprocess(root, domain, split, prep_dir, progress)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _rusage() -> tuple[float, float]:
     """(CPU seconds of this process and its finished children, peak RSS [MiB] of either)."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -121,14 +115,22 @@ def _prepare_out(out: Path, key: dict) -> dict | None:
     return None
 
 
+def _clean_up(out: Path) -> None:
+    """Remove what only a resumption needs, once ``adapt.json`` is written (a re-run of a finished adaptation
+    finishes an interrupted clean-up): the rounds' checkpoints (the kept weights are in best.pt/last.pt; their logs
+    stay) and the work folder."""
+    for pt in (out / "self_train" / "rounds").glob("round_*/*.pt"):
+        pt.unlink(missing_ok=True)
+    shutil.rmtree(out / WORK, ignore_errors=True)
+
+
 def run(run_dir: Path, root: Path, domain: str, method: str, out: Path | None = None,
         config: str | Path | None = None, overrides: Sequence[str] = (), seed: int | None = None,
         device: str | None = None, checkpoint: str = "best", prep_dir: Path | None = None,
         progress: bool = True) -> dict:
     """Adapt ``run_dir`` to ``domain`` with ``method`` (see the module docstring); returns adapt.json's content
     (with ``"skipped": True`` when the adaptation was already done)."""
-    t0 = time.perf_counter()
-    cpu0, _ = _rusage()
+    t_setup = time.perf_counter()
     if method not in METHODS:
         raise InputError(f"--method: expected one of {', '.join(METHODS)}, got {method!r}")
     if domain not in TARGET_DOMAINS:
@@ -147,23 +149,32 @@ def run(run_dir: Path, root: Path, domain: str, method: str, out: Path | None = 
     out = Path(out) if out is not None else default_out(run_dir, domain, method)
     if out.resolve() == run_dir.resolve():
         raise InputError("--out: the adapted run must go to a new folder, not the source run", out)
+    if out.exists() and not out.is_dir():
+        raise InputError("--out: exists and is not a folder (expected a new folder or an adaptation folder of "
+                         "`speedpose adapt`)", out)
 
     target_split = _open(root, domain, "test", prep_dir, progress)
     target = unlabelled_view(target_split)
     if len(target) == 0:
         raise InputError(f"{domain}/test holds no usable image", target_split.directory)
     key = {"source_run": str(run_dir.resolve()), "checkpoint": loaded.checkpoint.name,
-           "checkpoint_sha256": _sha256(loaded.checkpoint), "method": method, "domain": domain,
+           "checkpoint_sha256": sha256_file(loaded.checkpoint), "method": method, "domain": domain,
            "adapt_config_hash": config_hash(acfg, exclude=("description", "train.workers")),
            "target_fingerprint": target_split.manifest["fingerprints"]["inputs"]}
     done = _prepare_out(out, key)
     if done is not None:
+        _clean_up(out)
         return {**done, "skipped": True, "out": str(out)}
+    check_split = _open(root, "synthetic", "validation", prep_dir, progress) if acfg.check.images else None
+    if method == "self-train":
+        _open(root, "synthetic", "train", prep_dir, progress)  # preprocessed before the rounds open it
+    # the adaptation's own cost starts here: loading the run and preprocessing the splits are reported apart
+    t0 = time.perf_counter()
+    cpu0, _ = _rusage()
 
     dev = resolve_device(acfg.train.device)
     torch.manual_seed(acfg.train.seed)
     cfg = loaded.cfg
-    check_split = _open(root, "synthetic", "validation", prep_dir, progress) if acfg.check.images else None
     check_idx = evenly_spaced(len(check_split), acfg.check.images) if check_split is not None else np.arange(0)
     check = SyntheticCheck(check_split, check_idx, cfg, acfg.check.tolerance, dev, acfg.train.batch_size)
     model = loaded.model.to(dev)
@@ -182,13 +193,9 @@ def run(run_dir: Path, root: Path, domain: str, method: str, out: Path | None = 
         images_used = outcome.used
         before, after = outcome.metrics_before, outcome.metrics_after
     else:
-        _open(root, "synthetic", "train", prep_dir, progress)  # preprocessed before the rounds open it
         resumed = (out / "self_train" / "state.json").is_file()
         outcome_st = self_train(model.cpu(), cfg, acfg, target, check, out / "self_train", root.resolve(), prep_dir,
                                 dev, progress)
-        for r in (out / "self_train" / "rounds").glob("round_*"):
-            for pt in r.glob("*.pt"):
-                pt.unlink()  # the kept weights are in best.pt/last.pt; the logs stay
         details = {"self_train": outcome_st.to_dict()}
         images_used = {"pseudo_labelled_per_round": [rec["selected"] for rec in outcome_st.rounds]}
         before, after = outcome_st.metrics_before, outcome_st.metrics_after
@@ -209,7 +216,7 @@ def run(run_dir: Path, root: Path, domain: str, method: str, out: Path | None = 
         "format": "speedpose-adapt", "version": 1, "key": key, "method": method, "domain": domain,
         "source": {"run": str(run_dir.resolve()), "checkpoint": str(loaded.checkpoint.resolve()),
                    "step": loaded.step, "config_hash": loaded.config_hash},
-        "target": {"images": n, "preprocessed": str(target_split.directory), "labels_read": False},
+        "target": {"images": n, "preprocessed": str(target_split.directory)},
         "settings": config_to_dict(acfg),
         "images_used": images_used,
         "check": {"images": int(len(check.indices)), "tolerance": acfg.check.tolerance,
@@ -218,12 +225,16 @@ def run(run_dir: Path, root: Path, domain: str, method: str, out: Path | None = 
                   "metrics_after": after},
         **details,
         "cost": {"device": str(dev), "seconds": round(seconds, 3), "cpu_seconds": round(cpu1 - cpu0, 3),
-                 "peak_rss_mib": round(peak, 1), "seconds_per_1000_target_images": round(seconds / n * 1000, 3),
-                 "resumed": resumed, "note": "this session only (a resumed run's earlier sessions are not counted)"},
+                 "seconds_per_1000_target_images": round(seconds / n * 1000, 3),
+                 "cpu_seconds_per_1000_target_images": round((cpu1 - cpu0) / n * 1000, 3),
+                 "setup_seconds": round(t0 - t_setup, 3), "peak_rss_mib": round(peak, 1), "resumed": resumed,
+                 "note": "seconds and cpu_seconds: the adaptation itself, this session only (a resumed run's "
+                         "earlier sessions are not counted); setup_seconds: loading the run and opening (on demand "
+                         "preprocessing) the splits; peak_rss_mib: the whole process, set-up included"},
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     atomic_write_json(out / RECORD_NAME, record)
-    shutil.rmtree(work, ignore_errors=True)
+    _clean_up(out)  # only now: until adapt.json exists, a re-run resumes from these
     record["out"] = str(out)
     return record
 
@@ -233,7 +244,7 @@ def format_summary(record: dict) -> str:
     out = record.get("out", "")
     if record.get("skipped"):
         return f"already adapted ({record['method']} on {record['domain']}): {out}"
-    lines = [f"{record['method']} on {record['domain']}: {record['target']['images']} target images, labels not read"]
+    lines = [f"{record['method']} on {record['domain']}: {record['target']['images']} target images, labels not used"]
     if "refine" in record:
         r = record["refine"]
         lines.append(f"refine: {r['steps_done']} steps; images that contributed (rotation/localisation) "

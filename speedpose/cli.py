@@ -172,7 +172,7 @@ def adapt(
     run: Path = typer.Option(..., "--run", help="Run folder written by `speedpose train`."),
     root: Path = typer.Option(..., "--root", help="SPEED+ root (preprocessed on demand)."),
     domain: str = typer.Option(..., "--domain", help="Target domain: lightbox or sunlamp (its labels are never "
-                               "read)."),
+                               "used)."),
     method: str = typer.Option(..., "--method", help="refine (BatchNorm layers, entropy minimisation) or "
                                "self-train (pseudo-labels, fine-tuning rounds)."),
     out: Optional[Path] = typer.Option(None, "--out", help="The adapted run folder (default <run>-adapt-<domain>-"
@@ -182,13 +182,11 @@ def adapt(
     device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda | auto (train.device)."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="Source checkpoint: best, last or a FILE."),
     prep: Optional[Path] = typer.Option(None, "--prep", help="Preprocessed folder (default: the root's cache)."),
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors (as speedpose --debug)."),
 ) -> None:
     """Adapt a run to unlabelled lightbox/sunlamp images into a new run folder. Extra arguments are dotted
     overrides of the adaptation settings, e.g. refine.steps=50 self_train.rounds=3."""
     from pipelines import adapt as stage
 
-    del debug  # main() reads --debug from the arguments
     record = stage.run(run, root, domain, method, out, config, ctx.args, seed, device, checkpoint, prep)
     typer.echo(stage.format_summary(record))
 

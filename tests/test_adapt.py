@@ -1,6 +1,7 @@
 """`speedpose adapt` on the tiny stand-in with the smoke-trained run: refinement touches only the BatchNorm layers,
 self-training never reads target labels, both methods run through the CLI into runs that evaluate, determinism,
-resumption, the synthetic check's veto, and the input errors."""
+resumption (in the library and through the CLI after a kill, for both methods), the synthetic check's veto, and the
+input errors."""
 
 from __future__ import annotations
 
@@ -13,16 +14,21 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
+from pipelines import adapt as adapt_stage
 from pipelines import evaluate as evaluate_stage
 from pipelines import preprocess as preprocess_stage
-from speedpose.adapt.check import SyntheticCheck, evenly_spaced
+from speedpose.adapt import norm_refine, self_training
+from speedpose.adapt.check import SyntheticCheck
 from speedpose.adapt.config import RefineConfig, SelfTrainConfig
-from speedpose.adapt.norm_refine import norm_state, refinable_keys, refine
+from speedpose.adapt.norm_refine import confident, entropy_thresholds, norm_state, refinable_keys, refine
 from speedpose.adapt.pseudo_labels import reprojection_iou, select
 from speedpose.adapt.targets import pseudo_labelled_view, unlabelled_view
 from speedpose.cli import main
+from speedpose.config import RESOLVED_NAME
 from speedpose.data.loader import open_split
+from speedpose.data.subsets import evenly_spaced
 from speedpose.labels import label_file, read_labels
 from speedpose.pose.inference import predict_split
 from speedpose.pose.run import load_run
@@ -42,6 +48,33 @@ def _adapt(run, root, prep, out, method, *extra) -> int:
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(path)["model"]
+
+
+def _assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = _weights(a), _weights(b)
+    assert set(wa) == set(wb)
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), f"{k} differs"
+
+
+class _Killed(Exception):
+    """Stands for a kill (power cut, OOM killer) at the patched point."""
+
+
+def _kill_at_call(monkeypatch, module, name: str, n: int, after: bool) -> None:
+    """Make the ``n``-th call (1-based) of ``module.name`` raise :class:`_Killed`, after the real call when
+    ``after``."""
+    real, calls = getattr(module, name), [0]
+
+    def wrapper(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == n:
+            if after:
+                real(*args, **kwargs)
+            raise _Killed(f"{name}, call {n}")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapper)
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +140,23 @@ def test_a_finished_adaptation_is_a_no_op(refined, smoke_run, tiny_prepared, cap
     assert "other inputs or settings" in capsys.readouterr().err
 
 
+def test_a_killed_refinement_resumes_to_the_same_weights(refined, smoke_run, tiny_prepared, tmp_path, monkeypatch):
+    root, prep = tiny_prepared
+    out = tmp_path / "refined"
+    with monkeypatch.context() as m:  # killed just after the resumable state of step 2 (of 3) is saved
+        _kill_at_call(m, adapt_stage, "save_checkpoint", 1, after=True)
+        with pytest.raises(_Killed):
+            _adapt(smoke_run, root, prep, out, "refine")
+    assert (out / ".adapt" / "refine_state.pt").is_file() and not (out / "adapt.json").exists()
+    assert _adapt(smoke_run, root, prep, out, "refine") == 0
+    _assert_same_weights(refined / "best.pt", out / "best.pt")
+    ref, got = (json.loads((d / "adapt.json").read_text()) for d in (refined, out))
+    assert got["cost"]["resumed"] and not ref["cost"]["resumed"]
+    for k in ("steps_done", "kept_step", "stopped", "thresholds", "checks", "used", "images_seen"):
+        assert got["refine"][k] == ref["refine"][k], k
+    assert not (out / ".adapt").exists()
+
+
 def _refine_setup(smoke_run, tiny_prepared, check_images=0):
     root, prep = tiny_prepared
     loaded = load_run(smoke_run)
@@ -147,6 +197,41 @@ def test_a_failed_synthetic_check_keeps_the_previous_state(smoke_run, tiny_prepa
     assert refinable_keys(model) == list(start)
 
 
+def test_calibration_batches_no_threshold_and_restored_momentum(smoke_run, tiny_prepared, monkeypatch):
+    loaded, target, check, rcfg = _refine_setup(smoke_run, tiny_prepared)
+    cpu = torch.device("cpu")
+    sizes: list[int] = []
+    real = norm_refine.forward_target
+
+    def spy(model, split, indices, *rest):
+        sizes.append(len(indices))
+        return real(model, split, indices, *rest)
+
+    monkeypatch.setattr(norm_refine, "forward_target", spy)
+    model = copy.deepcopy(loaded.model)
+    # 3 calibration images in batches of 2: two full batches (never a batch of one image)
+    thr = entropy_thresholds(model, target, np.arange(3), loaded.cfg, rcfg, cpu, 2)
+    assert sizes == [2, 2] and set(thr) == {"rotation", "localisation"}
+    assert all(0 < v <= 1 + 1e-6 for v in thr.values())
+    # confident_quantile = 1 (and max_entropy = 1): no threshold, no calibration pass, every image contributes
+    sizes.clear()
+    momenta = [m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    rcfg1 = rcfg.model_copy(update={"steps": 1, "confident_quantile": 1.0, "stats_momentum": 0.5})
+    out = refine(model, target, loaded.cfg, rcfg1, check, 1, cpu, seed=0, progress=False)
+    assert out.thresholds == {"rotation": None, "localisation": None} and sizes == [2]
+    assert out.used == {"rotation": 2, "localisation": 2}
+    # stats_momentum holds during refinement only
+    assert [m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)] == momenta
+    h = torch.tensor([0.2, 0.5, 0.7])
+    assert confident(h, 0.5).tolist() == [1.0, 1.0, 0.0] and confident(h, None).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_evenly_spaced():
+    assert evenly_spaced(5, None).tolist() == [0, 1, 2, 3, 4] and evenly_spaced(5, 9).tolist() == [0, 1, 2, 3, 4]
+    assert evenly_spaced(10, 3).tolist() == [0, 4, 9] and evenly_spaced(10, 0).tolist() == []
+    assert evenly_spaced(10, 3).dtype == np.int64
+
+
 # ------------------------------------------------------------------------------------------- self-train
 @pytest.fixture(scope="module")
 def self_trained(smoke_run, tiny_prepared, unlabelled_copy, tmp_path_factory) -> tuple[Path, Path]:
@@ -178,12 +263,40 @@ def test_self_trained_run_loads_and_predicts(self_trained, smoke_run, tiny_prepa
     assert [r["selected"] for r in st["rounds"]] == [3, 3] and [r["steps"] for r in st["rounds"]] == [1, 1]
     assert st["kept_round"] == 1 and st["stopped"] == "completed"
     assert not list((out / "self_train" / "rounds").rglob("*.pt"))
+    seeds = [yaml.safe_load((out / "self_train" / "rounds" / f"round_{r}" / RESOLVED_NAME).read_text())["train"]
+             ["seed"] for r in (0, 1)]
+    assert seeds[0] != seeds[1]  # another sample order and augmentation each round
     src = _weights(smoke_run / "last.pt")
     assert not all(torch.equal(src[k], v) for k, v in _weights(out / "best.pt").items())
     root, prep = tiny_prepared
     loaded = load_run(out)  # the same loader as evaluate/submit/predict (evaluate itself: the refine test)
     pred = predict_split(loaded.model, open_split(prep, "lightbox", "test", root=root), [0, 1], loaded.cfg)
     assert np.isfinite(pred.q_wxyz).all() and np.isfinite(pred.r_cam_m).all()
+
+
+def test_a_killed_self_training_resumes_to_the_same_weights(self_trained, smoke_run, tiny_prepared, tmp_path,
+                                                             monkeypatch):
+    reference, _ = self_trained
+    root, prep = tiny_prepared
+    out = tmp_path / "selftrained"
+    args = ("self_train.rounds=2", "train.max_steps=1", "check.images=1")  # as the reference
+    with monkeypatch.context() as m:  # killed as round 1 starts (round 0 fine-tuned, checked and recorded)
+        _kill_at_call(m, self_training, "make_pseudo_labels", 2, after=False)
+        with pytest.raises(_Killed):
+            _adapt(smoke_run, root, prep, out, "self-train", *args)
+    with monkeypatch.context() as m:  # killed after the last round, before the adapted weights and adapt.json
+        _kill_at_call(m, adapt_stage, "save_checkpoint", 1, after=False)
+        with pytest.raises(_Killed):
+            _adapt(smoke_run, root, prep, out, "self-train", *args)
+    assert list((out / "self_train" / "rounds").rglob("*.pt")) and not (out / "adapt.json").exists()
+    assert _adapt(smoke_run, root, prep, out, "self-train", *args) == 0
+    _assert_same_weights(reference / "best.pt", out / "best.pt")
+    for r in (0, 1):
+        pd.testing.assert_frame_equal(pd.read_csv(reference / "self_train" / "pseudo_labels" / f"round_{r}.csv"),
+                                      pd.read_csv(out / "self_train" / "pseudo_labels" / f"round_{r}.csv"))
+    ref, got = (json.loads((d / "adapt.json").read_text())["self_train"] for d in (reference, out))
+    assert got["rounds"] == ref["rounds"] and got["kept_round"] == ref["kept_round"] == 1
+    assert not list((out / "self_train" / "rounds").rglob("*.pt")) and not (out / ".adapt").exists()
 
 
 def test_target_views_hold_no_labels(tiny_prepared, unlabelled_copy):
@@ -215,6 +328,8 @@ def test_pseudo_label_selection():
 # -------------------------------------------------------------------------------------------------- errors
 def test_bad_inputs_exit_2_with_a_message(smoke_run, tiny_prepared, tmp_path, capsys):
     root, prep = tiny_prepared
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
     cases = [
         (["--run", str(tmp_path), "--root", str(root), "--domain", "lightbox", "--method", "refine"],
          "not a run folder"),
@@ -226,6 +341,8 @@ def test_bad_inputs_exit_2_with_a_message(smoke_run, tiny_prepared, tmp_path, ca
          "sunlamp/test is not in this SPEED+ root"),
         (["--run", str(smoke_run), "--root", str(root), "--domain", "lightbox", "--method", "refine",
           "--out", str(smoke_run)], "--out: the adapted run must go to a new folder"),
+        (["--run", str(smoke_run), "--root", str(root), "--domain", "lightbox", "--method", "refine",
+          "--out", str(a_file)], "--out: exists and is not a folder"),
         (["--run", str(smoke_run), "--root", str(root), "--domain", "lightbox", "--method", "refine",
           "refine.step=3"], "did you mean refine.steps"),
     ]

@@ -1,9 +1,37 @@
-"""Closing the domain gap on unlabelled target images (``speedpose adapt``).
+"""Closing the domain gap on unlabelled target images (``speedpose adapt``); the stage is ``pipelines/adapt.py``.
 
-Modules: :mod:`~speedpose.adapt.config` (the ``task: adapt`` schema), :mod:`~speedpose.adapt.targets` (label-free
-and pseudo-labelled views of a preprocessed split), :mod:`~speedpose.adapt.check` (the held-out synthetic check),
-:mod:`~speedpose.adapt.norm_refine` (test-time refinement of the normalisation layers by entropy minimisation),
-:mod:`~speedpose.adapt.pseudo_labels` (confidence, box/reprojection consistency and augmentation agreement) and
-:mod:`~speedpose.adapt.self_training` (fine-tuning rounds on synthetic + pseudo-labelled target images).
-The stage that composes them is ``pipelines/adapt.py``.
+Public API (imported lazily, so that config discovery, which imports :mod:`speedpose.adapt.config`, stays light)::
+
+    AdaptExperiment, RefineConfig, SelfTrainConfig, CheckConfig, METHODS, TARGET_DOMAINS   # the task: adapt schema
+    unlabelled_view(split), pseudo_labelled_view(view, q_wxyz, r_cam_m)    # label-free and pseudo-labelled views
+    SyntheticCheck                                                          # the held-out synthetic check
+    refine(model, target, cfg, rcfg, check, ...) -> RefineOutcome           # BatchNorm refinement (entropy)
+    refinable_keys(model, localiser=True)                                   # what refinement may change
+    self_train(model, cfg, acfg, target, check, work_dir, ...) -> SelfTrainOutcome   # pseudo-label rounds
+    make_pseudo_labels(model, split, cfg, st, device, seed) -> PseudoLabels  # confidence, box IoU, agreement
 """
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "AdaptExperiment": "config", "RefineConfig": "config", "SelfTrainConfig": "config", "CheckConfig": "config",
+    "METHODS": "config", "TARGET_DOMAINS": "config",
+    "unlabelled_view": "targets", "pseudo_labelled_view": "targets",
+    "SyntheticCheck": "check",
+    "refine": "norm_refine", "refinable_keys": "norm_refine", "RefineOutcome": "norm_refine",
+    "self_train": "self_training", "SelfTrainOutcome": "self_training",
+    "make_pseudo_labels": "pseudo_labels", "PseudoLabels": "pseudo_labels",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"speedpose.adapt.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'speedpose.adapt' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -9,17 +9,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from speedpose.data.loader import PreprocessedSplit
 from speedpose.pose.config import SpeedplusExperiment
 from speedpose.pose.inference import predict_split
 from speedpose.pose.model import PoseModel
 from speedpose.pose.task import pose_metrics
-
-
-def evenly_spaced(n: int, k: int) -> np.ndarray:
-    """``min(k, n)`` evenly spaced indices of ``range(n)`` (sorted, unique)."""
-    if k >= n:
-        return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
 
 
 @dataclass
@@ -27,15 +21,15 @@ class SyntheticCheck:
     """Scores a model on fixed labelled synthetic images (SPEED+ score without thresholds, lower is better).
 
     Attributes:
-        split: labelled synthetic/validation split.
-        indices: which of its records.
+        split: labelled synthetic/validation split (None when the check is off).
+        indices: which of its records (empty: the check is off).
         cfg: the run's experiment config.
         tolerance: largest allowed relative increase of the score over ``baseline``.
         device, batch_size: inference settings.
         baseline: the score before adaptation (set by :meth:`set_baseline`).
     """
 
-    split: object
+    split: PreprocessedSplit | None
     indices: np.ndarray
     cfg: SpeedplusExperiment
     tolerance: float

@@ -36,10 +36,10 @@ class RefineConfig(ConfigModel):
                                        "log of the number of cells); crop models only")
     localiser: bool = Field(True, description="also refine the localiser's BatchNorm layers (crop models)")
     confident_quantile: float = Field(0.5, gt=0, le=1, description="an image contributes to the gradient only "
-                                      "when its entropy is below this quantile of the entropies before "
-                                      "refinement (per term; 1 = every image)")
-    max_entropy: float = Field(1.0, gt=0, le=1, description="and below this normalised entropy (EATA's fixed "
-                               "threshold; 1 = no cap)")
+                                      "when its entropy is at or below this quantile of the entropies before "
+                                      "refinement (per term; 1 = every image, no threshold)")
+    max_entropy: float = Field(1.0, gt=0, le=1, description="and at or below this normalised entropy (EATA's "
+                               "fixed threshold; 1 = no cap)")
     calibration_images: int = Field(256, ge=2, description="target images (evenly spaced) whose entropies "
                                     "before refinement set the thresholds")
     stats_momentum: Optional[float] = Field(None, gt=0, le=1, description="BatchNorm running-statistics "

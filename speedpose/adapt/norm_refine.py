@@ -12,9 +12,9 @@ distribution)::
     L = w_rot * sum_b m_b H(softmax(f_b on the head's training grid)) / log N / B
       + w_loc * sum_b n_b H(softmax over the cells of the localiser heatmap_b) / log(h w) / B
 
-with ``m_b`` / ``n_b`` = 1 only for confident images: entropy below the ``confident_quantile`` of the entropies
-measured before refinement (on ``calibration_images`` target images, as refinement sees them) and below
-``max_entropy``.
+with ``m_b`` / ``n_b`` = 1 only for confident images: entropy at or below the ``confident_quantile`` of the
+entropies measured before refinement (on ``calibration_images`` target images, as refinement sees them) and at or
+below ``max_entropy`` (``confident_quantile = 1`` and ``max_entropy = 1`` each mean no threshold).
 BatchNorm statistics come from every image of a batch.  A fixed number of steps, a small learning rate and the
 synthetic check every ``check.every_steps`` steps guard against collapse: a state that fails the check is
 discarded, the last state that passed is kept and refinement stops.
@@ -35,14 +35,14 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from tqdm.auto import tqdm
 
-from speedpose.adapt.check import SyntheticCheck, evenly_spaced
+from speedpose.adapt.check import SyntheticCheck
 from speedpose.adapt.config import RefineConfig
 from speedpose.data.image_store import resize_gray
+from speedpose.data.loader import PreprocessedSplit
+from speedpose.data.subsets import evenly_spaced
 from speedpose.pose.config import SpeedplusExperiment
-from speedpose.pose.crops import crop_camera, crop_source
-from speedpose.pose.dataset import crop_spec
-from speedpose.pose.localiser import boxes_to_full, decode_boxes
-from speedpose.pose.model import PoseModel, normalise_u8
+from speedpose.pose.inference import localise_and_crop
+from speedpose.pose.model import PoseModel
 from speedpose.training.seeding import mix_seed
 
 _BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
@@ -100,12 +100,12 @@ def heatmap_entropy(heatmap_logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(dim=1) / math.log(flat.shape[1])
 
 
-def forward_target(model: PoseModel, split, indices: np.ndarray, cfg: SpeedplusExperiment, device: torch.device
-                   ) -> tuple[torch.Tensor | None, torch.Tensor]:
+def forward_target(model: PoseModel, split: PreprocessedSplit, indices: np.ndarray, cfg: SpeedplusExperiment,
+                   device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor]:
     """The inference chain on target images, differentiable in the networks' outputs.
 
-    Crop models: the localiser on the downscaled frames, crops from its (detached) boxes, the crop network.
-    Fullimage models: the network on the resized frames.
+    Crop models: :func:`~speedpose.pose.inference.localise_and_crop` (the localiser, crops from its detached
+    boxes), then the crop network.  Fullimage models: the network on the resized frames.
 
     Returns:
         (heatmap logits (B, 1, h, w) or None for fullimage models, I2S coefficients (B, n_coeffs)).
@@ -114,20 +114,9 @@ def forward_target(model: PoseModel, split, indices: np.ndarray, cfg: SpeedplusE
         s = cfg.data.fullimage_size
         imgs = np.stack([resize_gray(split.image(int(i)), (s, s)) for i in indices])[:, None]
         return None, model.net(torch.from_numpy(imgs).to(device))["coeffs"]
-    cam = split.camera
-    loc_size = tuple(cfg.data.loc_size)
-    loc = np.stack([resize_gray(split.image(int(i)), loc_size) for i in indices])[:, None]
-    loc_out = model.localiser(normalise_u8(torch.from_numpy(loc).to(device), 1))
-    boxes, _, _ = decode_boxes(loc_out, model.localiser.stride)
-    boxes = boxes_to_full(boxes.cpu().numpy().astype(np.float64), loc_size, (cam.width, cam.height))
-    spec = crop_spec(cfg)
-    crops = []
-    for i, box in zip(indices, boxes):
-        vc = crop_camera(cam, box, spec)
-        src, src_cam = crop_source(split, int(i), vc)
-        crops.append(vc.warp(src, src_cam))
-    coeffs = model.net(torch.from_numpy(np.stack(crops)[:, None]).to(device))["coeffs"]
-    return loc_out["heatmap_logits"], coeffs
+    lc = localise_and_crop(model, split, indices, cfg, device)
+    coeffs = model.net(torch.from_numpy(lc.crops_u8[:, None]).to(device))["coeffs"]
+    return lc.loc_out["heatmap_logits"], coeffs
 
 
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> np.ndarray:
@@ -145,32 +134,47 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def entropy_thresholds(model: PoseModel, split, indices: np.ndarray, cfg: SpeedplusExperiment,
-                       rcfg: RefineConfig, device: torch.device, batch_size: int) -> dict[str, float]:
-    """Confidence thresholds from the entropies before refinement: per term, the ``confident_quantile`` of the
-    normalised entropies, capped at ``max_entropy``.
+def entropy_thresholds(model: PoseModel, split: PreprocessedSplit, indices: np.ndarray, cfg: SpeedplusExperiment,
+                       rcfg: RefineConfig, device: torch.device, batch_size: int) -> dict[str, float | None]:
+    """Confidence thresholds from the entropies before refinement: per term (``rotation``; ``localisation`` for
+    crop models), the ``confident_quantile`` of the normalised entropies, capped at ``max_entropy``; None = no
+    threshold (``confident_quantile = 1`` and ``max_entropy = 1``: every image counts, whatever its entropy).
 
-    Measured as refinement will see them (refined BatchNorm layers on batch statistics, batches of
-    ``batch_size``); the running statistics are restored afterwards, so the model is unchanged.
+    Measured as refinement will see them: refined BatchNorm layers on batch statistics, batches of exactly
+    ``batch_size`` (the last one filled up with the first calibration images, whose entropies count once); the
+    running statistics are restored afterwards, so the model is unchanged.
     """
+    terms = ("rotation", "localisation") if model.kind == "crop" else ("rotation",)
+    cap = rcfg.max_entropy if rcfg.max_entropy < 1.0 else None
+    if rcfg.confident_quantile >= 1.0:
+        return {t: cap for t in terms}  # no quantile: nothing to measure
+    indices = np.asarray(indices, dtype=np.int64)
+    padded = np.resize(indices, -(-len(indices) // batch_size) * batch_size)  # cyclic fill-up
     layers = norm_layers(model, rcfg.localiser)
     saved = norm_state(model, rcfg.localiser)
     _enter_refine_mode(model, layers, None)
-    h_rot, h_loc = [], []
+    h: dict[str, list[np.ndarray]] = {t: [] for t in terms}
     try:
-        for start in range(0, len(indices), batch_size):
-            heat, coeffs = forward_target(model, split, indices[start:start + batch_size], cfg, device)
-            h_rot.append(rotation_entropy(model, coeffs).cpu().numpy())
+        for start in range(0, len(padded), batch_size):
+            heat, coeffs = forward_target(model, split, padded[start:start + batch_size], cfg, device)
+            h["rotation"].append(rotation_entropy(model, coeffs).cpu().numpy())
             if heat is not None:
-                h_loc.append(heatmap_entropy(heat).cpu().numpy())
+                h["localisation"].append(heatmap_entropy(heat).cpu().numpy())
     finally:
         model.load_state_dict(saved, strict=False)
         model.eval()
-    out = {"rotation": min(float(np.quantile(np.concatenate(h_rot), rcfg.confident_quantile)), rcfg.max_entropy)}
-    if h_loc:
-        out["localisation"] = min(float(np.quantile(np.concatenate(h_loc), rcfg.confident_quantile)),
-                                  rcfg.max_entropy)
+    out: dict[str, float | None] = {}
+    for t in terms:
+        q = float(np.quantile(np.concatenate(h[t])[:len(indices)], rcfg.confident_quantile))
+        out[t] = q if cap is None else min(q, cap)
     return out
+
+
+def confident(entropy: torch.Tensor, threshold: float | None) -> torch.Tensor:
+    """(B,) float mask of the images whose entropy is at or below ``threshold`` (all of them for None)."""
+    if threshold is None:
+        return torch.ones_like(entropy)
+    return (entropy.detach() <= threshold).to(entropy.dtype)
 
 
 # -------------------------------------------------------------------------------------------------- loop
@@ -182,7 +186,8 @@ class RefineOutcome:
         steps_done: optimiser-step slots run (a slot without a confident image makes no step).
         kept_step: the step whose state the model holds at the end (0 = the source model).
         stopped: ``completed`` or ``check_failed`` (the last state that passed was restored).
-        thresholds: normalised-entropy thresholds of the confidence filter (``rotation``, ``localisation``).
+        thresholds: normalised-entropy thresholds of the confidence filter (``rotation``, ``localisation``; None
+            = no threshold).
         checks: ``{"step", "score", "passed"}`` per synthetic check (step 0 = before refinement).
         used: images that contributed to the gradient, summed over steps, per term.
         images_seen: target images forwarded (with repeats).
@@ -194,7 +199,7 @@ class RefineOutcome:
     steps_done: int
     kept_step: int
     stopped: str
-    thresholds: dict[str, float]
+    thresholds: dict[str, float | None]
     checks: list[dict[str, Any]] = field(default_factory=list)
     used: dict[str, int] = field(default_factory=dict)
     images_seen: int = 0
@@ -206,8 +211,8 @@ class RefineOutcome:
         return asdict(self)
 
 
-def refine(model: PoseModel, target, cfg: SpeedplusExperiment, rcfg: RefineConfig, check: SyntheticCheck,
-           check_every: int, device: torch.device, seed: int, state: dict | None = None,
+def refine(model: PoseModel, target: PreprocessedSplit, cfg: SpeedplusExperiment, rcfg: RefineConfig,
+           check: SyntheticCheck, check_every: int, device: torch.device, seed: int, state: dict | None = None,
            on_checkpoint: Callable[[dict], None] | None = None,
            on_step: Callable[[int, dict[str, float]], None] | None = None, progress: bool = True) -> RefineOutcome:
     """Refine ``model`` (in place, on ``device``) on every image of the unlabelled ``target`` split.
@@ -257,6 +262,7 @@ def refine(model: PoseModel, target, cfg: SpeedplusExperiment, rcfg: RefineConfi
     stopped = state["stopped"]
     trainable = {id(p) for p in params}
     saved_flags = [(p, p.requires_grad) for p in model.parameters()]
+    saved_momenta = [(m, m.momentum) for _, m in layers]  # stats_momentum holds during refinement only
     for p in model.parameters():
         p.requires_grad_(id(p) in trainable)
     bar = tqdm(total=rcfg.steps, initial=step, desc="refine", unit="step", disable=not progress, leave=False)
@@ -266,13 +272,13 @@ def refine(model: PoseModel, target, cfg: SpeedplusExperiment, rcfg: RefineConfi
             idx = batch_indices(n, rcfg.batch_size, step, seed)
             heat, coeffs = forward_target(model, target, idx, cfg, device)
             h_rot = rotation_entropy(model, coeffs)
-            m_rot = (h_rot.detach() < thresholds["rotation"]).float()
+            m_rot = confident(h_rot, thresholds["rotation"])
             loss = rcfg.rotation_weight * (h_rot * m_rot).sum() / len(idx)
             scalars = {"rot_entropy": float(h_rot.detach().mean()), "used_rot": float(m_rot.sum())}
             n_used = int(m_rot.sum())
             if heat is not None and rcfg.localiser and "localisation" in thresholds:
                 h_loc = heatmap_entropy(heat)
-                m_loc = (h_loc.detach() < thresholds["localisation"]).float()
+                m_loc = confident(h_loc, thresholds["localisation"])
                 loss = loss + rcfg.localisation_weight * (h_loc * m_loc).sum() / len(idx)
                 scalars.update(loc_entropy=float(h_loc.detach().mean()), used_loc=float(m_loc.sum()))
                 used["localisation"] += int(m_loc.sum())
@@ -308,6 +314,8 @@ def refine(model: PoseModel, target, cfg: SpeedplusExperiment, rcfg: RefineConfi
         bar.close()
         for p, flag in saved_flags:
             p.requires_grad_(flag)
+        for m, momentum in saved_momenta:
+            m.momentum = momentum
         model.eval()
     return RefineOutcome(steps_done=step, kept_step=int(state["good_step"]), stopped=stopped or "completed",
                          thresholds=dict(thresholds), checks=checks, used=used, images_seen=seen,

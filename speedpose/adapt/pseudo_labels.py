@@ -28,9 +28,7 @@ from speedpose.data.image_store import resize_gray
 from speedpose.geometry.rotations import geodesic_angle_matrix, quat_wxyz_to_matrix
 from speedpose.pose.augment import Photometric, central_box_frac
 from speedpose.pose.config import SpeedplusExperiment
-from speedpose.pose.crops import crop_camera, crop_source
-from speedpose.pose.dataset import crop_spec
-from speedpose.pose.inference import predict_split
+from speedpose.pose.inference import localise_and_crop, predict_split
 from speedpose.pose.model import PoseModel
 from speedpose.pose.orientation import rotation_mode
 from speedpose.pose.task import box_iou
@@ -127,31 +125,25 @@ def augmented_rotations(model: PoseModel, split, indices: np.ndarray, boxes_xyxy
         return out
     photometric = Photometric(cfg.augment, central_box_frac(cfg.data.crop_margin))
     thetas = in_plane_angles_rad(n_aug, cfg.augment.in_plane_deg if cfg.augment.enabled else 0.0)
-    spec = crop_spec(cfg)
-    cam = split.camera
     bar = tqdm(total=len(indices), desc=f"augmented copies {split.domain}", unit="img", disable=not progress,
                leave=False)
     for start in range(0, len(indices), batch_size):
         chunk = indices[start:start + batch_size]
-        sources: dict[int, tuple] = {}
+        sources: dict[int, tuple] = {}  # one source image per record for all copies
         for k in range(n_aug):
-            crops, R_cam_virt = [], []
-            for j, i in enumerate(chunk):
-                i = int(i)
-                if model.kind == "crop":
-                    vc = crop_camera(cam, boxes_xyxy[start + j], spec, float(thetas[k]))
-                    if i not in sources:  # the in-plane angle does not change which source image is needed
-                        sources[i] = crop_source(split, i, vc)
-                    img = vc.warp(*sources[i])
-                    R_cam_virt.append(vc.R_cam_virt)
-                else:
-                    s = cfg.data.fullimage_size
-                    img = resize_gray(split.image(i), (s, s))
-                    R_cam_virt.append(np.eye(3))
-                crops.append(photometric(img, mix_seed(seed, k, i)))
+            if model.kind == "crop":
+                lc = localise_and_crop(model, split, chunk, cfg, device, float(thetas[k]),
+                                       boxes_xyxy[start:start + len(chunk)], sources)
+                images = list(lc.crops_u8)
+                R_cam_virt = np.stack([vc.R_cam_virt for vc in lc.cameras])
+            else:
+                s = cfg.data.fullimage_size
+                images = [resize_gray(split.image(int(i)), (s, s)) for i in chunk]
+                R_cam_virt = np.repeat(np.eye(3)[None], len(chunk), axis=0)
+            crops = [photometric(img, mix_seed(seed, k, int(i))) for img, i in zip(images, chunk)]
             coeffs = model.net(torch.from_numpy(np.stack(crops)[:, None]).to(device))["coeffs"]
             R_virt, _ = rotation_mode(model.net.head, coeffs, cfg.model.i2s.infer_level)
-            out[k, start:start + len(chunk)] = np.stack(R_cam_virt) @ R_virt.double().cpu().numpy()
+            out[k, start:start + len(chunk)] = R_cam_virt @ R_virt.double().cpu().numpy()
         bar.update(len(chunk))
     bar.close()
     return out

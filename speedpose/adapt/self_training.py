@@ -4,7 +4,8 @@ Each round: pseudo-label every target image with the current model (:mod:`speedp
 fine-tune on synthetic/train mixed with the selected target images (their pseudo pose replaces the label; their box
 is the reprojection of that pose), with the training engine (:func:`speedpose.training.fit`: the same loss,
 augmentation, determinism and step-exact resumption as ``speedpose train``).  A round is one engine epoch of exactly
-``train.max_steps`` batches, drawn from the mixture in seeded shuffled passes.  The synthetic check follows every
+``train.max_steps`` batches, drawn from the mixture in seeded shuffled passes, with its own seed
+(:func:`round_seed`: another sample order and augmentation each round).  The synthetic check follows every
 round: a round that makes it worse than the tolerance is discarded, the previous model kept and the rounds stop.
 
 Work folder layout (``work_dir``)::
@@ -33,11 +34,12 @@ from speedpose.adapt.config import AdaptExperiment
 from speedpose.adapt.pseudo_labels import PseudoLabels, make_pseudo_labels
 from speedpose.adapt.targets import pseudo_labelled_view
 from speedpose.config import config_to_dict
+from speedpose.data.loader import PreprocessedSplit
 from speedpose.io_utils import atomic_path, atomic_write_json, read_json
 from speedpose.pose.config import SpeedplusExperiment
 from speedpose.pose.dataset import PoseSamples
 from speedpose.pose.model import PoseModel
-from speedpose.pose.task import SpeedplusTask
+from speedpose.pose.task import SpeedplusTask, train_subset
 from speedpose.training import LAST_NAME, fit, load_checkpoint
 from speedpose.training.seeding import mix_seed
 
@@ -83,17 +85,23 @@ def target_repeat(n_synthetic: int, n_target: int, share: float) -> int:
 class SelfTrainTask(SpeedplusTask):
     """The SPEED+ task of one self-training round: the model starts from ``init_state``; an epoch is ``samples``
     samples of the mixture of synthetic/train (or a seeded subset of ``synthetic_images``) and the pseudo-labelled
-    records ``target_indices`` of ``target``; no validation (the caller runs the synthetic check)."""
+    records ``target_indices`` of ``target``; no validation (the caller runs the synthetic check).
 
-    def __init__(self, cfg: SpeedplusExperiment, init_state: dict[str, torch.Tensor], target,
-                 target_indices: np.ndarray, target_share: float, samples: int, synthetic_images: int | None = None):
+    ``cfg.train.seed`` (the round's seed) drives the sample order and augmentation; the synthetic subset comes from
+    ``subset_seed`` (the adaptation's seed), so that every round draws from the same synthetic images."""
+
+    def __init__(self, cfg: SpeedplusExperiment, init_state: dict[str, torch.Tensor], target: PreprocessedSplit,
+                 target_indices: np.ndarray, target_share: float, samples: int, synthetic_images: int | None = None,
+                 subset_seed: int | None = None):
         super().__init__(cfg)
+        subset_seed = cfg.train.seed if subset_seed is None else int(subset_seed)
+        self.train_indices = train_subset(len(self.train_split), cfg.data.split, subset_seed)
         self.samples = int(samples)
         self.init_state = init_state
         self.target = target
         self.target_indices = np.asarray(target_indices, dtype=np.int64)
         if synthetic_images is not None and synthetic_images < len(self.train_indices):
-            rng = np.random.default_rng(mix_seed(cfg.train.seed, 11))
+            rng = np.random.default_rng(mix_seed(subset_seed, 11))
             self.train_indices = np.sort(rng.choice(self.train_indices, synthetic_images, replace=False))
         self.repeat = target_repeat(len(self.train_indices), len(self.target_indices), target_share)
 
@@ -111,15 +119,23 @@ class SelfTrainTask(SpeedplusTask):
         return None
 
 
+def round_seed(seed: int, r: int) -> int:
+    """The training seed of round ``r`` (sample order and augmentation differ between rounds; tag 17 keeps it apart
+    from the pseudo-labels' ``mix_seed(seed, r)``)."""
+    return mix_seed(seed, 17, r)
+
+
 def round_config(source: SpeedplusExperiment, acfg: AdaptExperiment, root: Path, prep_dir: Path | None,
-                 description: str = "") -> SpeedplusExperiment:
+                 description: str = "", seed: int | None = None) -> SpeedplusExperiment:
     """The source run's config with the adaptation's ``optim``/``schedule``/``train`` sections (one epoch, no step
-    limit: the round's epoch has exactly ``train.max_steps`` batches), the given data location and no ImageNet
-    initialisation (the weights come from the source)."""
+    limit: the round's epoch has exactly ``train.max_steps`` batches; ``train.seed`` = ``seed`` when given), the
+    given data location and no ImageNet initialisation (the weights come from the source)."""
     data = config_to_dict(source)
     data["optim"] = config_to_dict(acfg.optim)
     data["schedule"] = config_to_dict(acfg.schedule)
     data["train"] = {**config_to_dict(acfg.train), "epochs": 1, "max_steps": None}
+    if seed is not None:
+        data["train"]["seed"] = int(seed)
     data["data"]["root"] = str(Path(root).resolve())
     data["data"]["prep_dir"] = str(Path(prep_dir).resolve()) if prep_dir is not None else None
     data["model"]["pretrained"] = False
@@ -159,8 +175,8 @@ def _labels_path(work_dir: Path, r: int) -> Path:
     return work_dir / "pseudo_labels" / f"round_{r}.csv"
 
 
-def _finetune(model: PoseModel, cfg: SpeedplusExperiment, acfg: AdaptExperiment, target, labels: PseudoLabels,
-              run_dir: Path, root: Path, prep_dir: Path | None, r: int, progress: bool) -> int:
+def _finetune(model: PoseModel, cfg: SpeedplusExperiment, acfg: AdaptExperiment, target: PreprocessedSplit,
+              labels: PseudoLabels, run_dir: Path, root: Path, prep_dir: Path | None, r: int, progress: bool) -> int:
     """Fine-tune ``model`` in place on synthetic + the selected pseudo labels; returns the steps done."""
     st = acfg.self_train
     steps = int(acfg.train.max_steps)
@@ -175,16 +191,17 @@ def _finetune(model: PoseModel, cfg: SpeedplusExperiment, acfg: AdaptExperiment,
     sel = labels.indices
     q[sel], t[sel] = labels.q_wxyz[sel], labels.r_cam_m[sel]
     view = pseudo_labelled_view(target, q, t)
-    cfg_r = round_config(cfg, acfg, root, prep_dir, f"self-training round {r} on {target.domain}")
+    cfg_r = round_config(cfg, acfg, root, prep_dir, f"self-training round {r} on {target.domain}",
+                         seed=round_seed(acfg.train.seed, r))
     task = SelfTrainTask(cfg_r, model.state_dict(), view, sel, st.target_share, steps * acfg.train.batch_size,
-                         st.synthetic_images)
+                         st.synthetic_images, subset_seed=acfg.train.seed)
     summary = fit(task, cfg_r, run_dir, resume=last.is_file(), progress=progress)
     model.load_state_dict(load_checkpoint(last)["model"])
     return int(summary.global_step)
 
 
-def self_train(model: PoseModel, cfg: SpeedplusExperiment, acfg: AdaptExperiment, target, check: SyntheticCheck,
-               work_dir: str | Path, root: Path, prep_dir: Path | None, device: torch.device,
+def self_train(model: PoseModel, cfg: SpeedplusExperiment, acfg: AdaptExperiment, target: PreprocessedSplit,
+               check: SyntheticCheck, work_dir: str | Path, root: Path, prep_dir: Path | None, device: torch.device,
                progress: bool = True) -> SelfTrainOutcome:
     """Self-train ``model`` (in place) on the unlabelled ``target`` split (see the module docstring).
 
