@@ -9,7 +9,7 @@ Public API (imported lazily, so that preprocessing workers importing :mod:`speed
 
 from __future__ import annotations
 
-import importlib
+from speedpose.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "DatasetAdapter": "base", "PoseRecords": "base", "Reject": "base",
@@ -18,12 +18,4 @@ _EXPORTS = {
 }
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"speedpose.data.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'speedpose.data' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

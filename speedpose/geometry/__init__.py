@@ -6,7 +6,7 @@ The public names below are loaded lazily (on first attribute access) so that imp
 
 from __future__ import annotations
 
-import importlib
+from speedpose.lazy_exports import lazy_exports
 
 _EXPORTS = {
     # rotations (owned by the foundation)
@@ -44,13 +44,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
-        return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
