@@ -40,7 +40,7 @@ from speedpose.adapt.config import METHODS, TARGET_DOMAINS, AdaptExperiment
 from speedpose.adapt.norm_refine import refinable_keys, refine
 from speedpose.adapt.self_training import self_train
 from speedpose.adapt.targets import unlabelled_view
-from speedpose.config import RESOLVED_NAME, config_hash, config_to_dict, load_config
+from speedpose.config import RESOLVED_NAME, config_hash, config_to_dict, load_config, with_options
 from speedpose.data.loader import PreprocessedSplit, open_split
 from speedpose.data.subsets import evenly_spaced
 from speedpose.errors import InputError
@@ -138,12 +138,7 @@ def run(run_dir: Path, root: Path, domain: str, method: str, out: Path | None = 
                          f"domains), got {domain!r}")
     run_dir, root = Path(run_dir), Path(root)
     loaded = load_run(run_dir, checkpoint)
-    extra = list(overrides)
-    if seed is not None:
-        extra.append(f"train.seed={seed}")
-    if device is not None:
-        extra.append(f"train.device={device}")
-    acfg = load_adapt_config(config, extra)
+    acfg = load_adapt_config(config, with_options(overrides, {"train.seed": seed, "train.device": device}))
     if not root.is_dir():
         raise InputError("--root: not a folder (expected a SPEED+ root)", root)
     out = Path(out) if out is not None else default_out(run_dir, domain, method)

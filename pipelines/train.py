@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
-from speedpose.config import load_config
+from speedpose.config import load_config, with_options
 from speedpose.config.registry import get_experiment
 from speedpose.errors import ConfigError, InputError
 from speedpose.training import fit
@@ -60,17 +60,9 @@ def run(root: Path | None, config: str | Path | None = None, overrides: Sequence
         progress: bool | None = None):
     """Train; returns the engine's :class:`~speedpose.training.FitSummary`."""
     cfg_path = resolve_config(config, dataset)
-    extra = list(overrides)
-    if root is not None:
-        extra.append(f"data.root={Path(root).resolve()}")
-    if split is not None:
-        extra.append(f"data.split={split}")
-    if epochs is not None:
-        extra.append(f"train.epochs={epochs}")
-    if device is not None:
-        extra.append(f"train.device={device}")
-    if max_time_min is not None:
-        extra.append(f"train.max_time_min={max_time_min}")
+    extra = with_options(overrides, {
+        "data.root": Path(root).resolve() if root is not None else None, "data.split": split,
+        "train.epochs": epochs, "train.device": device, "train.max_time_min": max_time_min})
     cfg = load_config(cfg_path, extra)
     if dataset != "speedplus" and cfg.task == "speedplus":
         raise ConfigError(f"{cfg_path}: a speedplus config was given for --dataset {dataset}")

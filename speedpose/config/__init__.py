@@ -5,7 +5,7 @@ Public API::
     ConfigModel, OptimConfig, ScheduleConfig, TrainConfig, ExperimentConfig   # sections and the base schema
     register_experiment, get_experiment, list_experiments, ExperimentEntry    # task: key -> schema (and Task)
     load_config(path, overrides=(), schema=None) -> ExperimentConfig subclass instance
-    parse_overrides, apply_overrides, validate_config
+    parse_overrides, apply_overrides, validate_config, with_options
     config_hash(cfg, exclude=()), save_resolved(cfg, run_dir), config_to_dict, diff_configs, describe_config
 """
 
@@ -20,6 +20,7 @@ from speedpose.config.loading import (
     parse_overrides,
     save_resolved,
     validate_config,
+    with_options,
 )
 from speedpose.config.registry import (
     ExperimentEntry,
@@ -34,5 +35,5 @@ __all__ = [
     "RESOLVED_NAME", "ConfigModel", "ExperimentConfig", "ExperimentEntry", "OptimConfig", "ScheduleConfig",
     "TrainConfig", "apply_overrides", "config_hash", "config_to_dict", "describe_config", "diff_configs",
     "discover_experiments", "get_experiment", "list_experiments", "load_config", "parse_overrides",
-    "register_experiment", "save_resolved", "validate_config",
+    "register_experiment", "save_resolved", "validate_config", "with_options",
 ]

@@ -72,6 +72,12 @@ def _dotted(path: Sequence[str | int]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ overrides
+def with_options(overrides: Iterable[str], options: dict[str, Any]) -> list[str]:
+    """``overrides`` followed by ``key=value`` for every command-line option that was given (value not None),
+    e.g. ``with_options(ctx.args, {"train.seed": seed})``: options override the config and the dotted overrides."""
+    return [*overrides, *(f"{k}={v}" for k, v in options.items() if v is not None)]
+
+
 def parse_overrides(items: Iterable[str]) -> list[tuple[tuple[str, ...], Any, str]]:
     """Parse ``key.sub=value`` strings; each value is read with the safe YAML loader (never ``eval``).
 
