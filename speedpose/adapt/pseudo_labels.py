@@ -130,16 +130,16 @@ def augmented_rotations(model: PoseModel, split, indices: np.ndarray, boxes_xyxy
     for start in range(0, len(indices), batch_size):
         chunk = indices[start:start + batch_size]
         sources: dict[int, tuple] = {}  # one source image per record for all copies
+        if model.kind != "crop":  # the same resized frames for every copy
+            s = cfg.data.fullimage_size
+            images = [resize_gray(split.image(int(i)), (s, s)) for i in chunk]
+            R_cam_virt = np.repeat(np.eye(3)[None], len(chunk), axis=0)
         for k in range(n_aug):
             if model.kind == "crop":
                 lc = localise_and_crop(model, split, chunk, cfg, device, float(thetas[k]),
                                        boxes_xyxy[start:start + len(chunk)], sources)
                 images = list(lc.crops_u8)
                 R_cam_virt = np.stack([vc.R_cam_virt for vc in lc.cameras])
-            else:
-                s = cfg.data.fullimage_size
-                images = [resize_gray(split.image(int(i)), (s, s)) for i in chunk]
-                R_cam_virt = np.repeat(np.eye(3)[None], len(chunk), axis=0)
             crops = [photometric(img, mix_seed(seed, k, int(i))) for img, i in zip(images, chunk)]
             coeffs = model.net(torch.from_numpy(np.stack(crops)[:, None]).to(device))["coeffs"]
             R_virt, _ = rotation_mode(model.net.head, coeffs, cfg.model.i2s.infer_level)
