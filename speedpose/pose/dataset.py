@@ -12,6 +12,11 @@ A training sample holds, for one image:
 * for the ``fullimage`` baseline instead: ``image`` (1, S, S) the whole frame resized, ``R`` (3, 3) and
   ``t_norm`` (3,) the normalised translation.
 
+The localiser fields are carried by a share ``data.loc_fraction`` of the training samples only (drawn per sample), so
+that the localiser, which sees the whole frame, does not cost as much as the crop network at every step;
+:func:`collate` stacks them over the samples that have them.  :class:`CropSetSamples` reads the crops of a rendered
+crop set (:mod:`speedpose.data.crop_set`) instead of warping frames, and takes its localiser samples from the frames.
+
 Images travel as uint8 (4x less inter-process traffic); the model normalises them.
 """
 
@@ -21,7 +26,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from torch.utils.data import default_collate
+
+from speedpose.data.crop_set import CropSet
 from speedpose.data.image_store import resize_gray
+from speedpose.errors import InputError
 from speedpose.geometry.rotations import quat_wxyz_to_matrix
 from speedpose.pose.augment import Photometric, central_box_frac
 from speedpose.pose.config import SpeedplusExperiment
@@ -36,8 +45,40 @@ T_NORM_OFFSET = np.array([0.0, 0.0, 6.0])
 T_NORM_SCALE = np.array([1.0, 1.0, 3.0])
 
 
+#: the localiser's fields of a training sample (present on a share ``data.loc_fraction`` of them)
+LOC_KEYS = ("loc_image", "loc_box_clipped", "loc_box_unclipped")
+
+
 def crop_spec(cfg: SpeedplusExperiment) -> CropSpec:
     return CropSpec(cfg.data.crop_size, cfg.data.crop_margin)
+
+
+def localiser_fields(split, i: int, loc_size: tuple[int, int], box_clipped: np.ndarray,
+                     box_unclipped: np.ndarray) -> dict[str, torch.Tensor]:
+    """The localiser's input and targets for record ``i``: the frame at ``loc_size`` (W, H) and the clipped and
+    unclipped keypoint boxes (full-resolution px, (4,) each) mapped to localiser pixels."""
+    full = (split.camera.width, split.camera.height)
+    return {"loc_image": torch.from_numpy(resize_gray(split.image(i), loc_size))[None],
+            "loc_box_clipped": torch.from_numpy(boxes_to_loc(box_clipped, loc_size, full)).float(),
+            "loc_box_unclipped": torch.from_numpy(boxes_to_loc(box_unclipped, loc_size, full)).float()}
+
+
+def crop_fields(vc, crop_u8: np.ndarray, R: np.ndarray, r_cam_m: np.ndarray, spec: CropSpec) -> dict[str, torch.Tensor]:
+    """The crop network's input and targets: the crop, ``R_virt``, ``t_enc`` and the keypoints in the crop."""
+    R_virt, r_virt = vc.pose_to_virtual(R, r_cam_m)
+    return {"crop": torch.from_numpy(np.ascontiguousarray(crop_u8))[None],
+            "R_virt": torch.from_numpy(R_virt).float(),
+            "t_enc": torch.from_numpy(encode_translation(vc, r_cam_m, spec)).float(),
+            "kp_crop": torch.from_numpy(vc.project(TANGO_KP @ R_virt.T + r_virt)).float()}
+
+
+def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
+    """Batch samples; the localiser fields are stacked over the samples that carry them (absent when none does)."""
+    batch = default_collate([{k: v for k, v in s.items() if k not in LOC_KEYS} for s in samples])
+    with_loc = [{k: s[k] for k in LOC_KEYS} for s in samples if LOC_KEYS[0] in s]
+    if with_loc:
+        batch.update(default_collate(with_loc))
+    return batch
 
 
 class PoseSamples(Dataset):
@@ -61,14 +102,9 @@ class PoseSamples(Dataset):
         self.q = split.q_wxyz
         self.r = split.r_cam_m
         self.photometric = Photometric(cfg.augment, central_box_frac(cfg.data.crop_margin)) if train else None
-        self._full_size = (split.camera.width, split.camera.height)
 
     def __len__(self) -> int:
         return len(self.indices)
-
-    def loc_image(self, i: int) -> np.ndarray:
-        """(H_l, W_l) uint8 full frame at the localiser size."""
-        return resize_gray(self.split.image(i), tuple(self.cfg.data.loc_size))
 
     def __getitem__(self, k: int) -> dict:
         i = int(self.indices[k])
@@ -85,7 +121,6 @@ class PoseSamples(Dataset):
             sample.update(image=torch.from_numpy(img)[None], R=torch.from_numpy(R).float(),
                           t_norm=torch.from_numpy((self.r[i] - T_NORM_OFFSET) / T_NORM_SCALE).float())
             return sample
-        loc = self.loc_image(i)
         box = self.box_unclipped[i]
         theta = 0.0
         if self.train:
@@ -97,16 +132,63 @@ class PoseSamples(Dataset):
         crop = vc.warp(src, src_cam)
         if self.train:
             crop = self.photometric(crop, seed)
-        R_virt, r_virt = vc.pose_to_virtual(R, self.r[i])
-        loc_size = tuple(self.cfg.data.loc_size)
-        sample.update(
-            loc_image=torch.from_numpy(loc)[None],
-            loc_box_clipped=torch.from_numpy(boxes_to_loc(self.box_clipped[i], loc_size, self._full_size)).float(),
-            loc_box_unclipped=torch.from_numpy(boxes_to_loc(self.box_unclipped[i], loc_size,
-                                                            self._full_size)).float(),
-            crop=torch.from_numpy(crop)[None],
-            R_virt=torch.from_numpy(R_virt).float(),
-            t_enc=torch.from_numpy(encode_translation(vc, self.r[i], self.spec)).float(),
-            kp_crop=torch.from_numpy(vc.project(TANGO_KP @ R_virt.T + r_virt)).float(),
-        )
+        sample.update(crop_fields(vc, crop, R, self.r[i], self.spec))
+        if not self.train or rng.random() < self.cfg.data.loc_fraction:
+            sample.update(localiser_fields(self.split, i, tuple(self.cfg.data.loc_size), self.box_clipped[i],
+                                           self.box_unclipped[i]))
+        return sample
+
+
+class CropSetSamples(Dataset):
+    """Training samples of the crop network from a crop set; localiser samples from the frames of a split.
+
+    Sample ``k`` is crop ``crop_indices[k]`` of the set (photometrically augmented when ``train``; its box jitter and in-plane
+    rotation were drawn when it was rendered), with the labels re-expressed in its virtual camera exactly as
+    :class:`PoseSamples` does; a share ``cfg.data.loc_fraction`` of the samples also carries the localiser fields of
+    a random frame of ``frames`` (records ``frame_indices``).
+
+    Args:
+        crop_set: an opened :class:`~speedpose.data.crop_set.CropSet` rendered with the config's crop size and margin.
+        crop_indices: which crops.
+        frames: a labelled :class:`~speedpose.data.loader.PreprocessedSplit` (synthetic/train), or None (no localiser
+            samples).
+        frame_indices: which records of ``frames``.
+        cfg: the experiment.
+        train: augment when True.
+    """
+
+    def __init__(self, crop_set: CropSet, crop_indices: np.ndarray, frames, frame_indices: np.ndarray,
+                 cfg: SpeedplusExperiment, train: bool = True):
+        self.spec = crop_spec(cfg)
+        if crop_set.size != self.spec.size or abs(crop_set.margin - self.spec.margin) > 1e-9:
+            raise InputError(f"crop set of {crop_set.size} px with margin {crop_set.margin:g}, but the config asks "
+                             f"for data.crop_size={self.spec.size}, data.crop_margin={self.spec.margin:g}: render a "
+                             f"matching set (speedpose synth --crops N --crop-size {self.spec.size} --crop-margin "
+                             f"{self.spec.margin:g}) or change the config", crop_set.directory)
+        self.crop_set, self.frames, self.cfg, self.train = crop_set, frames, cfg, train
+        self.crop_indices = np.asarray(crop_indices, dtype=np.int64)
+        self.frame_indices = np.asarray(frame_indices, dtype=np.int64)
+        self.R = quat_wxyz_to_matrix(crop_set.labels["q_wxyz"])
+        self.photometric = Photometric(cfg.augment, central_box_frac(cfg.data.crop_margin)) if train else None
+        if frames is not None:
+            self.box_unclipped = frames.kp_box(clipped=False)
+            self.box_clipped = frames.kp_box(clipped=True)
+
+    def __len__(self) -> int:
+        return len(self.crop_indices)
+
+    def __getitem__(self, k: int) -> dict:
+        k = int(self.crop_indices[k])
+        seed = int(np.random.randint(2**31 - 1)) if self.train else k
+        rng = np.random.default_rng(seed)
+        crop = self.crop_set.image(k)
+        if self.train:
+            crop = self.photometric(crop, seed)
+        sample = {"index": torch.tensor(k)}
+        sample.update(crop_fields(self.crop_set.camera(k), crop, self.R[k], self.crop_set.labels["r_cam_m"][k],
+                                  self.spec))
+        if self.frames is not None and len(self.frame_indices) and rng.random() < self.cfg.data.loc_fraction:
+            i = int(self.frame_indices[rng.integers(len(self.frame_indices))])
+            sample.update(localiser_fields(self.frames, i, tuple(self.cfg.data.loc_size), self.box_clipped[i],
+                                           self.box_unclipped[i]))
         return sample

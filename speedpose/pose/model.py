@@ -23,13 +23,13 @@ from speedpose.models.i2s.grid_signal import SO3GridSignal
 from speedpose.pose.config import SpeedplusExperiment
 from speedpose.pose.localiser import Localiser
 
-#: grey-level normalisation (ImageNet's mean/std averaged over RGB)
+#: grey-level normalisation of the localiser (ImageNet's mean/std averaged over RGB)
 GRAY_MEAN, GRAY_STD = 0.449, 0.226
 
 
-def normalise_u8(x: torch.Tensor, channels: int) -> torch.Tensor:
-    """(B, 1, H, W) uint8 -> (B, channels, H, W) float, zero-mean/unit-std-ish."""
-    x = (x.float() / 255.0 - GRAY_MEAN) / GRAY_STD
+def normalise_u8(x: torch.Tensor, channels: int, mean: float = GRAY_MEAN, std: float = GRAY_STD) -> torch.Tensor:
+    """(B, 1, H, W) uint8 -> (B, channels, H, W) float, ``(x / 255 - mean) / std``."""
+    x = (x.float() / 255.0 - mean) / std
     return x.expand(-1, channels, -1, -1) if channels != 1 else x
 
 
@@ -44,8 +44,8 @@ class CropNet(nn.Module):
     def __init__(self, cfg: SpeedplusExperiment, input_size: int):
         super().__init__()
         m = cfg.model
-        self.encoder, c = build_encoder(m.encoder, m.pretrained)
-        fmap = max(1, -(-input_size // 32))
+        self.encoder, c = build_encoder(m.encoder, m.pretrained, stride=m.encoder_stride)
+        fmap = max(1, -(-input_size // m.encoder_stride))
         i2s = m.i2s
         self.head = I2SHead(c, I2SConfig(lmax=i2s.lmax, sphere_channels=i2s.sphere_channels,
                                          hidden_channels=i2s.hidden_channels, fmap_hw=(fmap, fmap),
@@ -56,7 +56,7 @@ class CropNet(nn.Module):
                                    nn.ReLU(inplace=True), nn.Linear(m.translation_hidden, 3))
 
     def forward(self, crops_u8: torch.Tensor) -> dict[str, torch.Tensor]:
-        f = self.encoder(normalise_u8(crops_u8, 3))
+        f = self.encoder(normalise_u8(crops_u8, 3, self.encoder.input_mean, self.encoder.input_std))
         pooled = f.mean(dim=(2, 3))
         t = self.trans[1:](torch.cat([self.reduce(f).flatten(1), pooled], dim=1))
         return {"coeffs": self.head(f), "t": t}
@@ -79,7 +79,8 @@ class PoseModel(nn.Module):
         """Training forward: every network once. Keys: ``coeffs``, ``t`` (+ ``heatmap_logits``, ``box_reg``)."""
         if self.kind == "crop":
             out = self.net(batch["crop"])
-            out.update(self.localiser(normalise_u8(batch["loc_image"], 1)))
+            if "loc_image" in batch:  # carried by a share data.loc_fraction of the samples
+                out.update(self.localiser(normalise_u8(batch["loc_image"], 1)))
             return out
         return self.net(batch["image"])
 

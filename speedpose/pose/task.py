@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,7 +13,8 @@ from speedpose.data.loader import open_split
 from speedpose.data.subsets import evenly_spaced
 from speedpose.errors import InputError
 from speedpose.pose.config import SpeedplusExperiment
-from speedpose.pose.dataset import PoseSamples
+from speedpose.data.crop_set import CropSet
+from speedpose.pose.dataset import CropSetSamples, PoseSamples, collate
 from speedpose.pose.inference import predict_split
 from speedpose.pose.localiser import localisation_loss, make_targets
 from speedpose.pose.model import PoseModel, rotation_loss
@@ -25,6 +27,14 @@ def train_subset(n: int, fraction: float, seed: int) -> np.ndarray:
         return np.arange(n)
     k = max(1, int(round(fraction * n)))
     return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+
+
+def resolve_crop_set(path: str, root: str | None) -> Path:
+    """``data.crop_set``: an absolute path, or a path relative to the working folder or to ``data.root``."""
+    p = Path(path)
+    if p.is_absolute() or p.exists() or not root:
+        return p
+    return Path(root) / p
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -72,12 +82,20 @@ class SpeedplusTask:
                 raise InputError(f"synthetic/{s.split} has unlabelled records: training needs poses", s.directory)
         self.train_indices = train_subset(len(self.train_split), cfg.data.split, cfg.train.seed)
         self.val_indices = evenly_spaced(len(self.val_split), cfg.data.val_limit)
+        self.crop_set = None
+        if cfg.data.crop_set and cfg.model.kind == "crop":
+            self.crop_set = CropSet.open(resolve_crop_set(cfg.data.crop_set, root))
+            self.crop_indices = train_subset(len(self.crop_set), cfg.data.split, cfg.train.seed)
 
     # ------------------------------------------------------------------------------------------- Task protocol
     def build_model(self) -> PoseModel:
         return PoseModel(self.cfg)
 
+    collate = staticmethod(collate)
+
     def train_dataset(self) -> Dataset:
+        if self.crop_set is not None:
+            return CropSetSamples(self.crop_set, self.crop_indices, self.train_split, self.train_indices, self.cfg)
         return PoseSamples(self.train_split, self.train_indices, self.cfg, train=True)
 
     def val_dataset(self) -> Dataset:
@@ -90,10 +108,13 @@ class SpeedplusTask:
         if core.kind == "crop":
             l_rot = rotation_loss(core.net.head.grid, out["coeffs"], batch["R_virt"], w.rotation_target)
             l_t = F.smooth_l1_loss(out["t"].float(), batch["t_enc"], beta=0.05)
-            grid = out["heatmap_logits"].shape[-2:]
-            targets = make_targets(batch["loc_box_clipped"], batch["loc_box_unclipped"], tuple(grid),
-                                   core.localiser.stride)
-            l_loc = localisation_loss(out, targets)
+            if "heatmap_logits" in out:
+                grid = out["heatmap_logits"].shape[-2:]
+                targets = make_targets(batch["loc_box_clipped"], batch["loc_box_unclipped"], tuple(grid),
+                                       core.localiser.stride)
+                l_loc = localisation_loss(out, targets)
+            else:  # no localiser sample in this batch: a zero that still reaches every parameter (DDP)
+                l_loc = sum(p.sum() for p in core.localiser.parameters()) * 0.0
             loss = w.rotation * l_rot + w.translation * l_t + w.localisation * l_loc
             return {"loss": loss, "rot": l_rot.detach(), "trans": l_t.detach(), "loc": l_loc.detach()}
         l_rot = rotation_loss(core.net.head.grid, out["coeffs"], batch["R"], w.rotation_target)
@@ -116,7 +137,7 @@ def pose_metrics(pred, split, thresholds: bool) -> dict[str, float]:
                "score_position": float(s["score_t"].mean()), "e_t_mean_m": float(s["e_t_m"].mean()),
                "e_t_median_m": float(np.median(s["e_t_m"])), "e_r_mean_deg": float(e_r.mean()),
                "e_r_median_deg": float(np.median(e_r))}
-    metrics.update(accuracy_at_deg(s["e_q_rad"]))
+    metrics.update(accuracy_at_deg(s["e_q_rad"], (2.0, 5.0, 10.0, 30.0)))
     if np.isfinite(pred.box_xyxy).all():
         metrics["loc_iou"] = float(box_iou(pred.box_xyxy, split.kp_box(clipped=False)[idx]).mean())
     return metrics

@@ -122,3 +122,10 @@ def _build(camera: Camera) -> DistortionWarp:
     return DistortionWarp(camera, mu32, mv32)
 
 
+
+
+def pinhole_warp(camera: Camera) -> DistortionWarp:
+    """The identity warp of an undistorted camera, NOT cached (a virtual camera per crop would fill the cache)."""
+    if camera.has_distortion:
+        raise ValueError("pinhole_warp: the camera has distortion; use distortion_warp")
+    return _build(camera)

@@ -60,8 +60,10 @@ from speedpose.training.task import check_task
 SUMMARY_NAME = "summary.json"
 # keys that may change between an interrupted run and its resumption (they do not change the trajectory, or,
 # for train.epochs, extend it on purpose)
-RESUME_SAFE_KEYS = ("description", "train.epochs", "train.max_time_min", "train.max_steps", "train.workers",
+RESUME_SAFE_KEYS = ("description", "train.epochs", "train.max_time_min", "train.max_train_time_min",
+                    "train.max_steps", "train.workers",
                     "train.log_every_steps", "train.checkpoint_every_steps", "train.val_every_epochs",
+                    "train.val_every_steps", "train.val_every_min",
                     "train.device", "train.dist_timeout_min")
 
 
@@ -157,6 +159,8 @@ class _Trainer:
         self.best_step: int | None = None
         self.last_val: dict[str, float] | None = None
         self.resumed_from: int | None = None
+        self.train_time_s = 0.0  # wall time in training steps (data loading included, validation excluded)
+        self._last_val_time_s = 0.0
         self.rng_to_restore: dict | None = None
         self._acc: dict[str, torch.Tensor] = {}
         self._acc_n = 0
@@ -183,7 +187,8 @@ class _Trainer:
             "rng": rng, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
             "best": {"metric": self.best_metric, "mode": self.best_mode, "value": self.best_value,
                      "step": self.best_step},
-            "val_metrics": self.last_val, "config": self.cfg_dict, "config_hash": self.cfg_hash,
+            "val_metrics": self.last_val, "train_time_s": self.train_time_s,
+            "config": self.cfg_dict, "config_hash": self.cfg_hash,
             "world_size": self.ctx.world_size, "torch_version": str(torch.__version__),
         }
 
@@ -211,6 +216,7 @@ class _Trainer:
         if best.get("metric") == self.best_metric and best.get("mode") == self.best_mode:
             self.best_value, self.best_step = best.get("value"), best.get("step")
         self.last_val = ckpt.get("val_metrics")
+        self.train_time_s = self._last_val_time_s = float(ckpt.get("train_time_s") or 0.0)
         self.resumed_from = self.global_step
         rng = ckpt.get("rng") or []
         if len(rng) == self.ctx.world_size:
@@ -257,7 +263,8 @@ class _Trainer:
         if self.ctx.distributed and self.global_step % self.tcfg.log_every_steps:
             # under DDP the time/signal check is a collective (a device sync): only at logging steps
             return reason
-        over_time = self.tcfg.max_time_min is not None and time.monotonic() - t0 > 60.0 * self.tcfg.max_time_min
+        over_time = (self.tcfg.max_time_min is not None and time.monotonic() - t0 > 60.0 * self.tcfg.max_time_min) \
+            or (self.tcfg.max_train_time_min is not None and self.train_time_s > 60.0 * self.tcfg.max_train_time_min)
         local = self._signal or over_time
         if any_rank(local, self.ctx):  # every rank stops at the same step
             reason = reason or ("signal" if self._signal else "max_time")
@@ -295,6 +302,37 @@ class _Trainer:
                                f"best_metric {self.best_metric!r}")
         barrier(self.ctx)
         return metrics
+
+    def _validate_and_log(self, log: MetricsLog, epoch: int, where: str) -> list[str]:
+        """Validate (rank 0), log, track the best; returns the checkpoint names to write (collectively)."""
+        names = [LAST_NAME]
+        metrics = self._validate()
+        if metrics is not None:
+            self.last_val = metrics
+            value = metrics[self.best_metric]
+            better = self._is_better(value)
+            if better:
+                self.best_value, self.best_step = value, self.global_step
+                names.append(BEST_NAME)
+            log.log(self.global_step, epoch, "val", {**metrics, "train_time_s": self.train_time_s,
+                                                     "samples_seen": self.global_step * self.tcfg.batch_size})
+            shown = " ".join(f"{k}={v:.5g}" for k, v in metrics.items())
+            self.say(f"{where} step {self.global_step}: val {shown}{' (best)' if better else ''}")
+        self._last_val_time_s = self.train_time_s
+        return names
+
+    def _mid_epoch_validation_due(self) -> bool:
+        """``train.val_every_steps`` / ``train.val_every_min`` (the latter agreed between ranks at logging steps)."""
+        tcfg = self.tcfg
+        if tcfg.val_every_steps and self.global_step % tcfg.val_every_steps == 0:
+            return True
+        if not tcfg.val_every_min:
+            return False
+        if self.ctx.distributed and self.global_step % tcfg.log_every_steps:
+            return False
+        interval = 60.0 * tcfg.val_every_min
+        return any_rank(math.floor(self.train_time_s / interval) > math.floor(self._last_val_time_s / interval),
+                        self.ctx)
 
     def _is_better(self, value: float) -> bool:
         if not math.isfinite(value):
@@ -352,17 +390,23 @@ class _Trainer:
                     try:
                         batch = next(it)
                     except StopIteration:
+                        self.train_time_s += time.perf_counter() - t_wait
                         break
                     self._data_wait += time.perf_counter() - t_wait
                     self._train_step(run_model, batch)
+                    self.train_time_s += time.perf_counter() - t_wait
                     bar.update(1)
                     if self.global_step % tcfg.log_every_steps == 0:
                         self._flush(log, epoch, bar)
                     stopped = self._stop_reason(t0)
                     if stopped is not None:
                         break
-                    if self.global_step % tcfg.checkpoint_every_steps == 0 \
-                            and self.step_in_epoch < self.steps_per_epoch:
+                    mid_epoch = self.step_in_epoch < self.steps_per_epoch
+                    if mid_epoch and self._mid_epoch_validation_due():
+                        self.checkpoint(self._validate_and_log(log, epoch, f"epoch {epoch + 1}/{tcfg.epochs}"))
+                        run_model.train()
+                        self._acc_t0 = time.perf_counter()  # the throughput of the next log excludes validation
+                    elif self.global_step % tcfg.checkpoint_every_steps == 0 and mid_epoch:
                         self.checkpoint([LAST_NAME])
                 bar.close()
                 self._flush(log, epoch, None)
@@ -371,18 +415,7 @@ class _Trainer:
                     break
                 names = [LAST_NAME]
                 if (epoch + 1) % tcfg.val_every_epochs == 0 or epoch + 1 == tcfg.epochs:
-                    metrics = self._validate()
-                    if metrics is not None:
-                        self.last_val = metrics
-                        value = metrics[self.best_metric]
-                        better = self._is_better(value)
-                        if better:
-                            self.best_value, self.best_step = value, self.global_step
-                            names.append(BEST_NAME)
-                        log.log(self.global_step, epoch, "val", metrics)
-                        shown = " ".join(f"{k}={v:.5g}" for k, v in metrics.items())
-                        self.say(f"epoch {epoch + 1}/{tcfg.epochs} step {self.global_step}: val {shown}"
-                                 f"{' (best)' if better else ''}")
+                    names = self._validate_and_log(log, epoch, f"epoch {epoch + 1}/{tcfg.epochs}")
                 self.epoch, self.step_in_epoch = epoch + 1, 0
                 self.checkpoint(names)
         finally:
