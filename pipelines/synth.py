@@ -255,9 +255,10 @@ def run(out: Path, train: int, val: int, lightbox: int, sunlamp: int, seed: int 
                         bar.update()
         finally:
             bar.close()
-    for split, domain, file_split in SPLITS:  # labels last: a dataset with label files is a finished one
-        write_labels(label_file(out, domain, file_split), [lab for lab, _ in jobs_by_split[split]])
-    atomic_write_json(out / MANIFEST, {"generator": "speedpose synth", "params": params, "complete": True})
+    if not complete:  # a finished dataset is left untouched (rewriting its labels would outdate preprocessing)
+        for split, domain, file_split in SPLITS:  # labels last: a dataset with label files is a finished one
+            write_labels(label_file(out, domain, file_split), [lab for lab, _ in jobs_by_split[split]])
+        atomic_write_json(out / MANIFEST, {"generator": "speedpose synth", "params": params, "complete": True})
     seconds = time.perf_counter() - t0
     return _summary(out, jobs_by_split, camera, results, len(jobs) - len(todo), seconds)
 

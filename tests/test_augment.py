@@ -48,3 +48,19 @@ def test_cli_preview_and_materialise(tiny_prepared, tmp_path):
     kp = np.array([lab["kp_crop"] for lab in labels])
     assert (kp > -0.5).all() and (kp < 63.5).all()
     assert main(["augment", "--root", str(root), *over]) == 2  # nothing asked
+
+
+def test_augmentation_curriculum_share():
+    """augment.start_step / ramp_steps: no photometric change before start_step, then a growing share of augmented
+    samples; a sample drawn outside training (no step) or after the ramp is augmented as without a curriculum."""
+    rng = np.random.default_rng(0)
+    crop = rng.integers(0, 255, (64, 64), dtype=np.uint8)
+    cfg = AugmentConfig(p_brightness_contrast=1, p_noise=1, start_step=10, ramp_steps=10)
+    aug, plain = Photometric(cfg, central_box_frac(1.3)), Photometric(AugmentConfig(p_brightness_contrast=1,
+                                                                                    p_noise=1), central_box_frac(1.3))
+    assert [aug.share(s) for s in (None, 0, 9, 10, 14, 19, 100)] == [1.0, 0.0, 0.0, 0.1, 0.5, 1.0, 1.0]
+    assert all(np.array_equal(aug(crop, seed, 9), crop) for seed in range(20))
+    changed = [not np.array_equal(aug(crop, seed, 14), crop) for seed in range(200)]
+    assert 0.4 < np.mean(changed) < 0.6
+    assert all(np.array_equal(aug(crop, seed, 30), plain(crop, seed)) for seed in range(5))
+    assert np.array_equal(aug(crop, 3), plain(crop, 3))

@@ -10,6 +10,7 @@ import pytest
 
 from pipelines import demo as demo_stage
 from pipelines import score as score_stage
+from speedpose.errors import InputError
 from speedpose.submission import read_submission_csv
 
 SMOKE = ["data.val_limit=2", "train.batch_size=2", "train.workers=0", "train.device=cpu", "train.max_steps=2"]
@@ -17,10 +18,12 @@ SMOKE = ["data.val_limit=2", "train.batch_size=2", "train.workers=0", "train.dev
 
 def test_plan_scales_with_the_budget():
     small, default = demo_stage.plan(1), demo_stage.plan(15)
-    assert (small.train, small.val, small.lightbox) == (8, 3, 3)
-    assert (default.train, default.val, default.lightbox, default.sunlamp) == (120, 18, 18, 18)
-    assert demo_stage.plan(1000).train == 320
-    with pytest.raises(Exception, match="positive"):
+    assert (small.train, small.val, small.lightbox, small.crops) == (30, 7, 7, 1000)
+    # the 15-minute demo validates on 100 images per domain
+    assert (default.train, default.val, default.lightbox, default.sunlamp, default.crops) == (450, 100, 100, 100,
+                                                                                              15000)
+    assert (demo_stage.plan(1000).train, demo_stage.plan(1000).val, demo_stage.plan(1000).crops) == (1000, 200, 40000)
+    with pytest.raises(InputError, match="--minutes: expected a positive number, got 0"):
         demo_stage.plan(0)
 
 

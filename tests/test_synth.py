@@ -160,8 +160,10 @@ def test_resume_after_kill_gives_the_same_dataset(tiny, tmp_path):
     a, b = _files(root), _files(out)
     assert a.keys() == b.keys()
     assert all(a[k] == b[k] for k in a)
-    # a completed run is a no-op
+    # a completed run is a no-op: nothing rendered, nothing rewritten (preprocessing stays up to date)
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     assert synth.run(out, **TINY, workers=1, progress=False)["rendered"] == 0
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamps
 
 
 def test_refuses_foreign_or_different_folders(tiny, tmp_path):

@@ -312,3 +312,33 @@ def test_bf16_autocast_really_runs_the_step_in_bf16(tmp_path):
     cfg = toy_cfg("train.amp=off", "train.max_steps=1")
     fit(Recording(cfg), cfg, tmp_path / "off", progress=False)
     assert seen[0] == torch.bfloat16 and seen[-1] == torch.float32
+
+
+def test_mid_epoch_validation_by_steps_and_training_minutes(reference_run, tmp_path):
+    """train.val_every_steps validates inside epochs (logged with the training time and samples seen); validation
+    does not change the trajectory; train.val_every_min validates each time that much training time has passed;
+    train.max_train_time_min stops on training time, which a resume continues counting."""
+    cfg, ref, _ = reference_run
+    s = fit(ToyTask(cfg), toy_cfg("train.val_every_steps=3"), tmp_path / "steps", progress=False)
+    rows = read_metrics(tmp_path / "steps" / "metrics.csv")
+    val_steps = sorted({int(r["step"]) for r in rows if r["split"] == "val"})
+    assert val_steps == [3, 4, 6, 8, 9, 12]  # every 3 steps within epochs, and each epoch end (4 steps)
+    seen = {int(r["step"]): float(r["value"]) for r in rows if r["split"] == "val" and r["name"] == "samples_seen"}
+    assert seen[6] == 6 * 16
+    times = [float(r["value"]) for r in rows if r["split"] == "val" and r["name"] == "train_time_s"]
+    assert all(b >= a > 0 for a, b in zip(times, times[1:]))
+    assert s.global_step == 12
+    assert_same_state(weights(ref / "last.pt"), weights(tmp_path / "steps" / "last.pt"))
+
+    every_step = fit(ToyTask(cfg), toy_cfg("train.val_every_min=1e-9"), tmp_path / "minutes", progress=False)
+    rows = read_metrics(tmp_path / "minutes" / "metrics.csv")
+    assert sorted({int(r["step"]) for r in rows if r["split"] == "val"}) == list(range(1, 13))
+    assert every_step.global_step == 12
+
+    s1 = fit(ToyTask(cfg), toy_cfg("train.max_train_time_min=1e-9"), tmp_path / "budget", progress=False)
+    assert s1.stopped == "max_time" and s1.global_step == 1
+    spent = load_checkpoint(tmp_path / "budget" / "last.pt")["train_time_s"]
+    assert spent > 0
+    s2 = fit(ToyTask(cfg), toy_cfg("train.max_train_time_min=1e-9"), tmp_path / "budget", resume=True,
+             progress=False)
+    assert s2.global_step == 2 and load_checkpoint(tmp_path / "budget" / "last.pt")["train_time_s"] > spent

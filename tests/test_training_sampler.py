@@ -17,7 +17,7 @@ from speedpose.training.seeding import capture_rng, restore_rng
 
 
 def flat(batches):
-    return [i for b in batches for (_, i) in b]
+    return [i for b in batches for (_, i, _) in b]
 
 
 def test_epoch_is_a_permutation_seeded_by_seed_and_epoch():
@@ -31,13 +31,14 @@ def test_epoch_is_a_permutation_seeded_by_seed_and_epoch():
     s.set_epoch(0)
     assert flat(list(s)) == e0
     assert flat(list(ResumableBatchSampler(50, 8, seed=4))) != e0
-    assert all(ep == 1 for b in (s.set_epoch(1), list(s))[1] for (ep, _) in b)
+    assert all(ep == 1 for b in (s.set_epoch(1), list(s))[1] for (ep, _, _) in b)
 
 
 def test_resume_starts_at_the_exact_batch():
     s = ResumableBatchSampler(64, 16, seed=0)
     s.set_epoch(2)
     full = list(s)
+    assert [{k[2] for k in b} for b in full] == [{8}, {9}, {10}, {11}]  # each key carries its global step
     s.set_epoch(2, start_step=3)
     assert list(s) == full[3:] and len(s) == 1
     s.set_epoch(2, start_step=4)
@@ -110,3 +111,24 @@ def test_lr_schedules():
     assert [lr_factor(s, warm, spe, 100) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     assert math.isclose(lr_factor(1, ScheduleConfig(name="cosine", warmup_steps=4), spe, 100),
                         0.5 * 0.5 * (1 + math.cos(math.pi * 1 / 100)))
+
+
+def test_seeded_dataset_passes_the_step_to_a_curriculum_hook():
+    """``set_step`` receives the key's global step before the sample is built; the sample's seed ignores it."""
+
+    class Curriculum(torch.utils.data.Dataset):
+        step = None
+
+        def __len__(self):
+            return 4
+
+        def set_step(self, step):
+            self.step = step
+
+        def __getitem__(self, i):
+            return self.step, float(np.random.random())
+
+    ds = SeededDataset(Curriculum(), seed=0)
+    (s1, r1), (s2, r2) = ds[(1, 2, 7)], ds[(1, 2, 9)]
+    assert (s1, s2) == (7, 9) and r1 == r2
+    assert ds[(1, 2)][1] == r1

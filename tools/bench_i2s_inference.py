@@ -5,6 +5,8 @@ with the dense level-5 argmax.
 
 Phases run in this order so that the whole-process peak memory of the coarse-to-fine search is read before the
 dense level-4 matrix exists.  Times are medians over ``--repeats`` runs; the machine load is printed alongside.
+``--device cuda`` runs the network and the searches on the GPU (timings synchronise the device; the random inputs
+are drawn on the CPU, so they are the same on every device) and adds the GPU's peak allocated memory.
 """
 
 from __future__ import annotations
@@ -30,12 +32,18 @@ def rss_mb() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def median_time(fn, repeats: int) -> float:
+def _no_sync() -> None:
+    pass
+
+
+def median_time(fn, repeats: int, sync=_no_sync) -> float:
     fn()  # warm-up
+    sync()
     ts = []
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
+        sync()
         ts.append(time.perf_counter() - t)
     return statistics.median(ts)
 
@@ -50,12 +58,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--n-agree", type=int, default=1000, help="distributions for the agreement check (0: skip)")
     ap.add_argument("--skip-dense", action="store_true", help="skip the dense level-4 baseline")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    res: dict = {"threads": args.threads, "batch": args.batch, "top_k": args.top_k, "level": args.level,
-                 "load_avg_start": os.getloadavg()[0]}
+    dev = torch.device(args.device)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else _no_sync
+    res: dict = {"device": str(dev), "threads": args.threads, "batch": args.batch, "top_k": args.top_k,
+                 "level": args.level, "load_avg_start": os.getloadavg()[0]}
 
     from speedpose.geometry.so3_grids import so3_healpix_rotations, so3_healpix_spacing_deg, so3_healpix_wigner_features
     from speedpose.geometry.rotations import geodesic_angle_matrix
@@ -69,19 +80,19 @@ def main(argv: list[str] | None = None) -> dict:
     head = I2SHead(channels, I2SConfig())
     res["construct_s"] = time.perf_counter() - t
     res["construct_rss_mb"] = rss_mb() - rss0
-    encoder.eval(), head.eval()
+    encoder.to(dev).eval(), head.to(dev).eval()
     print(f"construction (ResNet18 + I2S head, level-3 grid): {res['construct_s']:.2f} s, "
           f"+{res['construct_rss_mb']:.0f} MB RSS", flush=True)
 
     with torch.no_grad():
-        coeffs = head(torch.randn(args.batch, channels, 7, 7))
+        coeffs = head(torch.randn(args.batch, channels, 7, 7).to(dev))
 
     # 2. coarse-to-fine search
     grid = head.grid
     res["c2f_s"] = median_time(lambda: predict_mode(coeffs, args.level, args.top_k, refine=False, grid=grid),
-                               args.repeats)
+                               args.repeats, sync)
     res["c2f_refine_s"] = median_time(lambda: predict_mode(coeffs, args.level, args.top_k, refine=True, grid=grid),
-                                      args.repeats)
+                                      args.repeats, sync)
     res["peak_rss_after_c2f_mb"] = peak_rss_mb()
     print(f"coarse-to-fine to level {args.level} ({so3_healpix_spacing_deg(args.level)} deg), top-k {args.top_k}: "
           f"{res['c2f_s']:.3f} s / batch of {args.batch}, with Newton refinement {res['c2f_refine_s']:.3f} s; "
@@ -94,13 +105,16 @@ def main(argv: list[str] | None = None) -> dict:
         with torch.no_grad():
             for start in range(0, args.n_agree, 50):
                 n = min(50, args.n_agree - start)
-                cs.append(head(torch.randn(n, channels, 7, 7, generator=gen)))
+                cs.append(head(torch.randn(n, channels, 7, 7, generator=gen).to(dev)))
         cs = torch.cat(cs)
+        sync()
         t = time.perf_counter()
         idx, val, _ = coarse_to_fine_mode(cs, grid, args.level, args.top_k)
+        sync()
         t_c2f = time.perf_counter() - t
         t = time.perf_counter()
         d_idx, d_val = dense_argmax(cs, args.level, chunk=1 << 25)
+        sync()
         t_dense = time.perf_counter() - t
         ang = torch.rad2deg(geodesic_angle_matrix(so3_healpix_rotations(args.level, idx),
                                                   so3_healpix_rotations(args.level, d_idx)))
@@ -121,10 +135,11 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.skip_dense:
         rss0 = rss_mb()
         t = time.perf_counter()
-        W4 = so3_healpix_wigner_features(4, head.lmax).T.contiguous()
+        W4 = so3_healpix_wigner_features(4, head.lmax).T.contiguous().to(dev)
+        sync()
         res["dense4_construct_s"] = time.perf_counter() - t
         res["dense4_matrix_mb"] = W4.numel() * 4 / 2**20
-        R4 = so3_healpix_rotations(4, dtype=torch.float32)
+        R4 = so3_healpix_rotations(4, dtype=torch.float32, device=dev)
 
         def dense4():
             return R4[(coeffs @ W4).argmax(dim=1)]
@@ -137,10 +152,12 @@ def main(argv: list[str] | None = None) -> dict:
         cpu = {k: [] for k in fns}
         for fn in fns.values():
             fn()
+        sync()
         for _ in range(args.repeats):
             for k, fn in fns.items():
                 t, c0 = time.perf_counter(), time.process_time()
                 fn()
+                sync()
                 ts[k].append(time.perf_counter() - t)
                 cpu[k].append(time.process_time() - c0)
         med = {k: statistics.median(v) for k, v in ts.items()}
@@ -165,6 +182,8 @@ def main(argv: list[str] | None = None) -> dict:
               f"{res['c2f_over_dense4']:.2f} (refined {res['c2f_refine_over_dense4']:.2f}); peak RSS "
               f"{res['peak_rss_after_dense4_mb']:.0f} MB", flush=True)
     res["load_avg_end"] = os.getloadavg()[0]
+    if dev.type == "cuda":
+        res["cuda_peak_allocated_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
     if args.out is not None:
         from speedpose.io_utils import atomic_write_json
 

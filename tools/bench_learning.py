@@ -16,7 +16,8 @@
 
 Curve columns: training minutes, images seen, median E_R [deg], Acc@10, Acc@30, median E_T [m], localiser IoU and
 the SPEED+ score (no thresholds) on the validation subset, predicted through the whole chain (localiser -> crop ->
-mode search at the config's inference level).  Two runs side by side on a 2-core machine: ``--threads 1`` each
+mode search at the config's inference level); and the median E_R of the crop network alone, on crops of the true
+keypoint boxes.  Two runs side by side on a 2-core machine: ``--threads 1`` each
 (and ``train.workers=0``) so that they share it equally.
 """
 
@@ -71,13 +72,15 @@ def read_curve(run_dir: Path) -> list[dict]:
 
 
 def format_table(curve: list[dict]) -> str:
-    head = f"{'min':>6} {'images':>8} {'E_R med':>8} {'Acc@10':>7} {'Acc@30':>7} {'E_T med':>8} {'IoU':>6} {'score':>7}"
+    head = (f"{'min':>6} {'images':>8} {'E_R med':>8} {'Acc@10':>7} {'Acc@30':>7} {'E_T med':>8} {'IoU':>6} "
+            f"{'score':>7} {'E_R med, true box':>18}")
     lines = [head]
     for r in curve:
         lines.append(f"{r.get('train_time_s', float('nan')) / 60:6.1f} {int(r.get('samples_seen', 0)):8d} "
                      f"{r.get('e_r_median_deg', float('nan')):8.1f} {r.get('acc@10', float('nan')):7.3f} "
                      f"{r.get('acc@30', float('nan')):7.3f} {r.get('e_t_median_m', float('nan')):8.3f} "
-                     f"{r.get('loc_iou', float('nan')):6.3f} {r.get('score', float('nan')):7.3f}")
+                     f"{r.get('loc_iou', float('nan')):6.3f} {r.get('score', float('nan')):7.3f} "
+                     f"{r.get('e_r_median_deg_truebox', float('nan')):18.1f}")
     return "\n".join(lines)
 
 
@@ -125,6 +128,8 @@ def main() -> None:
     ap.add_argument("--val-limit", type=int, default=100, help="validation images of each curve point")
     ap.add_argument("--seed", type=int, default=0, help="seed of the stand-in")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    ap.add_argument("--prepare-only", action="store_true", help="render and preprocess the stand-in, then stop "
+                    "(before runs side by side: rendering uses every core)")
     ap.add_argument("overrides", nargs="*", help="dotted config overrides (key=value)")
     args = ap.parse_args()
 
@@ -138,6 +143,9 @@ def main() -> None:
     cfg_path = train.resolve_config(args.config, "speedplus")
     cfg = load_config(cfg_path, list(args.overrides))
     root, prep = prepare_data(args, cfg)
+    if args.prepare_only:
+        print(f"stand-in ready: {root} (preprocessed: {prep})")
+        return
     name = args.name or cfg_path.stem
     out = Path(args.out)
     run_dir = out / name

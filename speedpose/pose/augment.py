@@ -49,9 +49,22 @@ class Photometric:
                                                   hole_height_range=tuple(cfg.dropout_size),
                                                   hole_width_range=tuple(cfg.dropout_size), fill=0, p=1.0)])
 
-    def __call__(self, crop: np.ndarray, seed: int) -> np.ndarray:
-        """Augment one crop. (H, W) uint8 -> (H, W) uint8; deterministic for ``seed``."""
+    def share(self, step: int | None) -> float:
+        """The share of samples augmented at optimiser step ``step`` (None: outside training, 1): 0 before
+        ``start_step``, then growing linearly to 1 over ``ramp_steps``."""
+        if step is None:
+            return 1.0
+        if step < self.cfg.start_step:
+            return 0.0
+        return 1.0 if self.cfg.ramp_steps == 0 else min(1.0, (step - self.cfg.start_step + 1) / self.cfg.ramp_steps)
+
+    def __call__(self, crop: np.ndarray, seed: int, step: int | None = None) -> np.ndarray:
+        """Augment one crop drawn for optimiser step ``step`` (see :meth:`share`). (H, W) uint8 -> (H, W) uint8;
+        deterministic for ``(seed, step)``."""
         if not self.cfg.enabled:
+            return crop
+        share = self.share(step)
+        if share < 1.0 and not np.random.default_rng([seed, 1]).random() < share:
             return crop
         rng = np.random.default_rng(seed)
         self.global_ops.set_random_seed(int(rng.integers(2**31)))

@@ -100,6 +100,10 @@ class AugmentConfig(ConfigModel):
     """Training augmentation (``augment:``); probabilities per sample."""
 
     enabled: bool = Field(True, description="master switch")
+    start_step: int = Field(0, ge=0, description="photometric augmentation is off before this optimiser step "
+                            "(the orientation is found first on clean crops; geometry jitter stays on)")
+    ramp_steps: int = Field(0, ge=0, description="after start_step, the share of photometrically augmented samples "
+                            "grows linearly from 0 to 1 over this many steps (0 = all at once)")
     p_brightness_contrast: float = Field(0.5, ge=0, le=1, description="probability of brightness/contrast")
     brightness: float = Field(0.2, ge=0, le=1, description="brightness change limit (fraction of the range)")
     contrast: float = Field(0.2, ge=0, le=1, description="contrast change limit")

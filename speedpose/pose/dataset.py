@@ -102,6 +102,11 @@ class PoseSamples(Dataset):
         self.q = split.q_wxyz
         self.r = split.r_cam_m
         self.photometric = Photometric(cfg.augment, central_box_frac(cfg.data.crop_margin)) if train else None
+        self.step: int | None = None
+
+    def set_step(self, step: int) -> None:
+        """The optimiser step the next samples are drawn for (the engine's curriculum hook)."""
+        self.step = step
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -117,7 +122,7 @@ class PoseSamples(Dataset):
             s = self.cfg.data.fullimage_size
             img = resize_gray(self.split.image(i), (s, s))
             if self.train:
-                img = self.photometric(img, seed)
+                img = self.photometric(img, seed, self.step)
             sample.update(image=torch.from_numpy(img)[None], R=torch.from_numpy(R).float(),
                           t_norm=torch.from_numpy((self.r[i] - T_NORM_OFFSET) / T_NORM_SCALE).float())
             return sample
@@ -131,7 +136,7 @@ class PoseSamples(Dataset):
         src, src_cam = crop_source(self.split, i, vc)
         crop = vc.warp(src, src_cam)
         if self.train:
-            crop = self.photometric(crop, seed)
+            crop = self.photometric(crop, seed, self.step)
         sample.update(crop_fields(vc, crop, R, self.r[i], self.spec))
         if not self.train or rng.random() < self.cfg.data.loc_fraction:
             sample.update(localiser_fields(self.split, i, tuple(self.cfg.data.loc_size), self.box_clipped[i],
@@ -170,9 +175,12 @@ class CropSetSamples(Dataset):
         self.frame_indices = np.asarray(frame_indices, dtype=np.int64)
         self.R = quat_wxyz_to_matrix(crop_set.labels["q_wxyz"])
         self.photometric = Photometric(cfg.augment, central_box_frac(cfg.data.crop_margin)) if train else None
+        self.step: int | None = None
         if frames is not None:
             self.box_unclipped = frames.kp_box(clipped=False)
             self.box_clipped = frames.kp_box(clipped=True)
+
+    set_step = PoseSamples.set_step
 
     def __len__(self) -> int:
         return len(self.crop_indices)
@@ -183,7 +191,7 @@ class CropSetSamples(Dataset):
         rng = np.random.default_rng(seed)
         crop = self.crop_set.image(k)
         if self.train:
-            crop = self.photometric(crop, seed)
+            crop = self.photometric(crop, seed, self.step)
         sample = {"index": torch.tensor(k)}
         sample.update(crop_fields(self.crop_set.camera(k), crop, self.R[k], self.crop_set.labels["r_cam_m"][k],
                                   self.spec))

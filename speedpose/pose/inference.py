@@ -122,8 +122,12 @@ def localise_and_crop(model: PoseModel, split, indices, cfg: SpeedplusExperiment
 
 @torch.no_grad()
 def predict_split(model: PoseModel, split, indices, cfg: SpeedplusExperiment, device: torch.device | str = "cpu",
-                  batch_size: int = 16, keep_coeffs: bool = False, progress: bool = False) -> PosePredictions:
-    """Predict poses for ``indices`` of a :class:`~speedpose.data.loader.PreprocessedSplit` (labels unused)."""
+                  batch_size: int = 16, keep_coeffs: bool = False, progress: bool = False,
+                  boxes_xyxy: np.ndarray | None = None) -> PosePredictions:
+    """Predict poses for ``indices`` of a :class:`~speedpose.data.loader.PreprocessedSplit` (labels unused).
+
+    ``boxes_xyxy`` (len(indices), 4) [full-resolution px]: crop these boxes instead of the localiser's (crop models;
+    e.g. the true keypoint boxes, to measure the crop network apart from the localiser)."""
     model.eval()
     device = torch.device(device)
     indices = np.asarray(indices, dtype=np.int64)
@@ -133,7 +137,8 @@ def predict_split(model: PoseModel, split, indices, cfg: SpeedplusExperiment, de
     for start in range(0, len(indices), batch_size):
         chunk = indices[start:start + batch_size]
         if model.kind == "crop":
-            lc = localise_and_crop(model, split, chunk, cfg, device)
+            lc = localise_and_crop(model, split, chunk, cfg, device, boxes_xyxy=None if boxes_xyxy is None
+                                   else boxes_xyxy[start:start + batch_size])
             net_out = model.net(torch.from_numpy(lc.crops_u8[:, None]).to(device))
             R_virt, conf = rotation_mode(model.net.head, net_out["coeffs"], cfg.model.i2s.infer_level)
             R_virt = R_virt.double().cpu().numpy()

@@ -29,6 +29,11 @@ def train_subset(n: int, fraction: float, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
 
 
+def core_kind(model) -> str:
+    """``model.kind`` of a model or of a DDP-wrapped one."""
+    return (model.module if hasattr(model, "module") else model).kind
+
+
 def resolve_crop_set(path: str, root: str | None) -> Path:
     """``data.crop_set``: an absolute path, or a path relative to the working folder or to ``data.root``."""
     p = Path(path)
@@ -124,8 +129,15 @@ class SpeedplusTask:
     def validate(self, model: PoseModel, loader) -> dict[str, float]:
         indices = np.concatenate([b["index"].cpu().numpy() for b in loader])
         device = next(model.parameters()).device
-        pred = predict_split(model, self.val_split, indices, self.cfg, device, batch_size=self.cfg.train.batch_size)
-        return pose_metrics(pred, self.val_split, thresholds=False)
+        bs = self.cfg.train.batch_size
+        pred = predict_split(model, self.val_split, indices, self.cfg, device, batch_size=bs)
+        metrics = pose_metrics(pred, self.val_split, thresholds=False)
+        if core_kind(model) == "crop":  # the crop network alone: crops of the true keypoint boxes
+            true_box = predict_split(model, self.val_split, indices, self.cfg, device, batch_size=bs,
+                                     boxes_xyxy=self.val_split.kp_box(clipped=False)[indices])
+            m = pose_metrics(true_box, self.val_split, thresholds=False)
+            metrics.update({f"{k}_truebox": m[k] for k in ("e_r_median_deg", "acc@10", "e_t_median_m")})
+        return metrics
 
 
 def pose_metrics(pred, split, thresholds: bool) -> dict[str, float]:

@@ -27,7 +27,8 @@ class ResumableBatchSampler:
     The epoch's order is ``randperm(num_samples)`` drawn from a generator seeded with ``mix_seed(seed, epoch)``;
     global batch ``s`` is ``perm[s*B:(s+1)*B]`` (``B`` = global batch size; an incomplete last batch is dropped)
     and rank ``r`` takes its ``r``-th contiguous slice of ``B / world_size`` indices.  Each yielded item is a list
-    of ``(epoch, index)`` pairs, which :class:`SeededDataset` understands.
+    of ``(epoch, index, step)`` keys, which :class:`SeededDataset` understands; ``step`` is the global optimiser
+    step of the batch (``epoch * steps_per_epoch + s``), for curricula.
 
     Args:
         num_samples: dataset length.
@@ -79,21 +80,24 @@ class ResumableBatchSampler:
     def __len__(self) -> int:
         return self.steps_per_epoch - self.start_step
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
         perm = self.permutation(self.epoch).tolist()
         B, b = self.global_batch_size, self.local_batch_size
         for step in range(self.start_step, self.steps_per_epoch):
             first = step * B + self.rank * b
-            yield [(self.epoch, i) for i in perm[first:first + b]]
+            global_step = self.epoch * self.steps_per_epoch + step
+            yield [(self.epoch, i, global_step) for i in perm[first:first + b]]
 
 
 class SeededDataset(Dataset):
     """Wraps a map-style dataset so that every sample's randomness is seeded by ``(seed, epoch, index)``.
 
-    ``ds[(epoch, index)]`` (what :class:`ResumableBatchSampler` yields) or ``ds[index]`` (epoch
-    :data:`VALIDATION_EPOCH`) seeds python ``random``, numpy's global RNG and the torch CPU generator, calls the
+    ``ds[(epoch, index, step)]`` (what :class:`ResumableBatchSampler` yields), ``ds[(epoch, index)]`` or ``ds[index]``
+    (epoch :data:`VALIDATION_EPOCH`) seeds python ``random``, numpy's global RNG and the torch CPU generator, calls the
     inner dataset's optional ``reseed(sample_seed: int)`` hook (for transforms with their own generator, e.g.
-    ``albumentations.Compose.set_random_seed``), then returns ``inner[index]``.  In the main process (no
+    ``albumentations.Compose.set_random_seed``) and, when the key has a step, its optional ``set_step(step: int)``
+    hook (curricula: the global optimiser step the sample is drawn for), then returns ``inner[index]``.  The seed
+    depends on ``(seed, epoch, index)`` only.  In the main process (no
     DataLoader workers) the RNG states are restored afterwards (once per batch, through ``__getitems__``), so
     that loading never disturbs the training RNGs.
     """
@@ -110,18 +114,21 @@ class SeededDataset(Dataset):
         return mix_seed(self.seed, epoch, index)
 
     @staticmethod
-    def _split(key: Any) -> tuple[int, int]:
+    def _split(key: Any) -> tuple[int, int, int | None]:
         if isinstance(key, (tuple, list)):
-            return int(key[0]), int(key[1])
-        return VALIDATION_EPOCH, int(key)
+            return int(key[0]), int(key[1]), (int(key[2]) if len(key) > 2 else None)
+        return VALIDATION_EPOCH, int(key), None
 
     def _fetch(self, key: Any) -> Any:
-        epoch, index = self._split(key)
+        epoch, index, step = self._split(key)
         seed = self.sample_seed(epoch, index)
         seed_host_rngs(seed)
         reseed = getattr(self.dataset, "reseed", None)
         if callable(reseed):
             reseed(seed)
+        set_step = getattr(self.dataset, "set_step", None)
+        if step is not None and callable(set_step):
+            set_step(step)
         return self.dataset[index]
 
     def __getitem__(self, key: Any) -> Any:
