@@ -83,3 +83,12 @@ def test_translation_error_scales_with_depth_error():
     enc = encode_translation(vc, r[0], SPEC)
     off = decode_translation(vc, enc + [0, 0, np.log(1.01)], SPEC)
     assert np.linalg.norm(off - r[0]) == pytest.approx(0.01 * np.linalg.norm(r[0]), rel=1e-6)
+
+
+def test_untrained_depth_output_still_decodes_to_a_finite_pose():
+    R, r = _poses(1, 5)
+    uv = CAM.project(KP @ R[0].T + r[0])
+    vc = crop_camera(CAM, keypoint_box(uv, 1920, 1200).unclipped, SPEC)
+    far = decode_translation(vc, np.array([0.0, 0.0, 1e4]), SPEC)
+    ref = decode_translation(vc, np.array([0.0, 0.0, 5.0]), SPEC)
+    assert np.isfinite(far).all() and np.allclose(far, ref)

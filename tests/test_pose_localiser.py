@@ -1,8 +1,10 @@
 """Localiser targets and decoding: a perfect output decodes to the true (unclipped) box, truncation included."""
 
 import numpy as np
+import pytest
 import torch
 
+from speedpose.errors import ConfigError
 from speedpose.pose.localiser import (
     Localiser,
     boxes_to_full,
@@ -46,14 +48,16 @@ def test_box_mapping_round_trip():
                                [191.5, 127.5])
 
 
-def test_network_shapes_and_loss_decreases():
+@pytest.mark.parametrize("backbone, stride", [("scratch", 8), ("tf_efficientnet_lite0", 16)])
+def test_network_shapes_and_loss_decreases(backbone, stride):
     torch.manual_seed(0)
-    net = Localiser(width=8, stride=8)
-    x = torch.randn(4, 1, 64, 96)
+    net = Localiser(width=8, stride=stride, backbone=backbone, pretrained=False)
+    x = torch.randint(0, 256, (4, 1, 64, 96), dtype=torch.uint8)
+    h, w = 64 // stride, 96 // stride
     out = net(x)
-    assert out["heatmap_logits"].shape == (4, 1, 8, 12) and out["box_reg"].shape == (4, 6, 8, 12)
+    assert out["heatmap_logits"].shape == (4, 1, h, w) and out["box_reg"].shape == (4, 6, h, w)
     unclipped = torch.tensor([[10.0, 10.0, 40.0, 30.0]] * 4)
-    t = make_targets(unclipped, unclipped, (8, 12), 8)
+    t = make_targets(unclipped, unclipped, (h, w), stride)
     opt = torch.optim.Adam(net.parameters(), 1e-2)
     first = None
     for _ in range(30):
@@ -63,3 +67,8 @@ def test_network_shapes_and_loss_decreases():
         loss.backward()
         opt.step()
     assert loss.item() < 0.5 * first
+
+
+def test_lite0_backbone_needs_stride_16():
+    with pytest.raises(ConfigError, match="stride 16"):
+        Localiser(width=8, stride=8, backbone="tf_efficientnet_lite0", pretrained=False)

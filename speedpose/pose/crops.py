@@ -53,10 +53,17 @@ def encode_translation(vc: VirtualCamera, r_cam_m: np.ndarray, spec: CropSpec) -
                      np.log(r_virt[2] / depth_prior_m(vc, spec))])
 
 
+#: |log(z / z0)| beyond this is no estimate (an untrained head): clamped so that poses stay finite
+MAX_LOG_DEPTH_RATIO = 5.0
+
+
 def decode_translation(vc: VirtualCamera, t_enc: np.ndarray, spec: CropSpec) -> np.ndarray:
-    """Inverse of :func:`encode_translation`: (3,) -> ``r`` [m] in the real camera frame (3,)."""
+    """Inverse of :func:`encode_translation`: (3,) -> ``r`` [m] in the real camera frame (3,).
+
+    ``log(z / z0)`` is clamped to +-:data:`MAX_LOG_DEPTH_RATIO` (a factor of 148) so that an untrained head still
+    gives a finite pose."""
     du, dv, log_z = np.asarray(t_enc, dtype=np.float64)
-    z = depth_prior_m(vc, spec) * np.exp(log_z)
+    z = depth_prior_m(vc, spec) * np.exp(np.clip(log_z, -MAX_LOG_DEPTH_RATIO, MAX_LOG_DEPTH_RATIO))
     ray = np.array([du * spec.size / vc.K[0, 0], dv * spec.size / vc.K[1, 1], 1.0])
     return (z * ray) @ vc.R_cam_virt.T
 

@@ -22,9 +22,9 @@ from speedpose.data.image_store import resize_gray
 from speedpose.geometry.rotations import matrix_to_quat_wxyz
 from speedpose.pose.config import SpeedplusExperiment
 from speedpose.pose.crops import crop_camera, crop_source, decode_translation
-from speedpose.pose.dataset import T_NORM_OFFSET, T_NORM_SCALE, crop_spec
+from speedpose.pose.dataset import T_NORM_OFFSET, T_NORM_SCALE, TANGO_KP, crop_spec
 from speedpose.pose.localiser import boxes_to_full, decode_boxes
-from speedpose.pose.model import PoseModel, normalise_u8
+from speedpose.pose.model import PoseModel
 from speedpose.pose.orientation import rotation_mode
 from speedpose.virtual_camera import VirtualCamera
 
@@ -97,7 +97,7 @@ def localise_and_crop(model: PoseModel, split, indices, cfg: SpeedplusExperiment
     if boxes_xyxy is None:
         loc_size = tuple(cfg.data.loc_size)
         loc = np.stack([resize_gray(split.image(int(i)), loc_size) for i in indices])[:, None]
-        loc_out = model.localiser(normalise_u8(torch.from_numpy(loc).to(device), 1))
+        loc_out = model.localiser(torch.from_numpy(loc).to(device))
         boxes, _, score = decode_boxes(loc_out, model.localiser.stride)
         boxes_xyxy = boxes_to_full(boxes.detach().cpu().numpy().astype(np.float64), loc_size,
                                    (cam.width, cam.height))
@@ -120,6 +120,20 @@ def localise_and_crop(model: PoseModel, split, indices, cfg: SpeedplusExperiment
     return LocalisedCrops(loc_out, boxes_xyxy, loc_score, cameras, np.stack(crops))
 
 
+def refined_boxes(camera: Camera, R_cam_body: np.ndarray, r_cam_m: np.ndarray, fallback_xyxy: np.ndarray
+                  ) -> np.ndarray:
+    """The keypoint boxes [full-resolution px, unclipped] of predicted poses (B, 3, 3), (B, 3) [m]: where to crop
+    again.  A pose whose keypoints are not all at least 0.5 m in front of the camera, or whose box is degenerate,
+    keeps its ``fallback_xyxy`` box (B, 4)."""
+    kp_cam = np.einsum("bij,kj->bki", R_cam_body, TANGO_KP) + r_cam_m[:, None, :]
+    ok = (kp_cam[..., 2] > 0.5).all(axis=1)
+    uv = camera.project(np.where(ok[:, None, None], kp_cam, np.array([0.0, 0.0, 1.0])))
+    boxes = np.concatenate([uv.min(axis=1), uv.max(axis=1)], axis=1)
+    side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    ok &= np.isfinite(boxes).all(axis=1) & (side > 4) & (side < 20 * max(camera.width, camera.height))
+    return np.where(ok[:, None], boxes, fallback_xyxy)
+
+
 @torch.no_grad()
 def predict_split(model: PoseModel, split, indices, cfg: SpeedplusExperiment, device: torch.device | str = "cpu",
                   batch_size: int = 16, keep_coeffs: bool = False, progress: bool = False,
@@ -127,7 +141,9 @@ def predict_split(model: PoseModel, split, indices, cfg: SpeedplusExperiment, de
     """Predict poses for ``indices`` of a :class:`~speedpose.data.loader.PreprocessedSplit` (labels unused).
 
     ``boxes_xyxy`` (len(indices), 4) [full-resolution px]: crop these boxes instead of the localiser's (crop models;
-    e.g. the true keypoint boxes, to measure the crop network apart from the localiser)."""
+    e.g. the true keypoint boxes, to measure the crop network apart from the localiser).  Crop models then crop
+    again ``cfg.model.refine_passes`` times around the keypoint box of the pose just predicted
+    (:func:`refined_boxes`), which corrects a box the localiser got wrong; ``box_xyxy`` stays the first box."""
     model.eval()
     device = torch.device(device)
     indices = np.asarray(indices, dtype=np.int64)
@@ -139,15 +155,21 @@ def predict_split(model: PoseModel, split, indices, cfg: SpeedplusExperiment, de
         if model.kind == "crop":
             lc = localise_and_crop(model, split, chunk, cfg, device, boxes_xyxy=None if boxes_xyxy is None
                                    else boxes_xyxy[start:start + batch_size])
-            net_out = model.net(torch.from_numpy(lc.crops_u8[:, None]).to(device))
-            R_virt, conf = rotation_mode(model.net.head, net_out["coeffs"], cfg.model.i2s.infer_level)
-            R_virt = R_virt.double().cpu().numpy()
-            t = net_out["t"].double().cpu().numpy()
-            Rvc = np.stack([vc.R_cam_virt for vc in lc.cameras])
-            out["R"].append(Rvc @ R_virt)
-            out["r"].append(np.stack([decode_translation(vc, tk, spec) for vc, tk in zip(lc.cameras, t)]))
-            out["box"].append(lc.box_xyxy)
-            out["score"].append(lc.loc_score)
+            loc_box, loc_score = lc.box_xyxy, lc.loc_score
+            for p in range(1 + cfg.model.refine_passes):
+                if p:  # crop again around the keypoint box of the previous pass's pose
+                    lc = localise_and_crop(model, split, chunk, cfg, device,
+                                           boxes_xyxy=refined_boxes(split.camera, R, r, lc.box_xyxy))
+                net_out = model.net(torch.from_numpy(lc.crops_u8[:, None]).to(device))
+                R_virt, conf = rotation_mode(model.net.head, net_out["coeffs"], cfg.model.i2s.infer_level)
+                t = net_out["t"].double().cpu().numpy()
+                Rvc = np.stack([vc.R_cam_virt for vc in lc.cameras])
+                R = Rvc @ R_virt.double().cpu().numpy()
+                r = np.stack([decode_translation(vc, tk, spec) for vc, tk in zip(lc.cameras, t)])
+            out["R"].append(R)
+            out["r"].append(r)
+            out["box"].append(loc_box)
+            out["score"].append(loc_score)
             out["Rvc"].append(Rvc)
         else:
             s = cfg.data.fullimage_size

@@ -19,6 +19,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+#: grey-level normalisation of the scratch localiser (ImageNet's mean/std averaged over RGB)
+GRAY_MEAN, GRAY_STD = 0.449, 0.226
+
+
+def normalise_u8(x: torch.Tensor, channels: int, mean: float = GRAY_MEAN, std: float = GRAY_STD) -> torch.Tensor:
+    """(B, 1, H, W) uint8 -> (B, channels, H, W) float, ``(x / 255 - mean) / std``."""
+    x = (x.float() / 255.0 - mean) / std
+    return x.expand(-1, channels, -1, -1) if channels != 1 else x
+
 
 def _conv_bn(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, padding=dilation, dilation=dilation, bias=False),
@@ -39,31 +48,48 @@ class Localiser(nn.Module):
     """Heatmap + box network.
 
     Args:
-        width: channels of the first stage.
-        stride: 8 or 16, output stride.
-    Input:  (B, 1, H, W) float, grayscale normalised to about zero mean / unit std.
+        width: channels of the first stage of the scratch backbone (doubled at each of its 3 strides); the heads
+            have ``4 * width`` channels with either backbone.
+        stride: 8 or 16, output stride (16 with the Lite0 backbone).
+        backbone: ``scratch`` (a small residual CNN, random init) or ``tf_efficientnet_lite0`` (the ImageNet
+            EfficientNet-Lite0 trunk to its stride-16 stage, :func:`speedpose.models.build_encoder`).
+        pretrained: ImageNet weights for the Lite0 backbone (as ``build_encoder``'s ``pretrained``).
+    Input:  (B, 1, H, W) uint8 grey images (:meth:`forward` normalises them for its backbone).
     Output: dict ``heatmap_logits`` (B, 1, H/s, W/s) and ``box_reg`` (B, 6, H/s, W/s).
     """
 
-    def __init__(self, width: int = 32, stride: int = 8):
+    def __init__(self, width: int = 32, stride: int = 8, backbone: str = "scratch", pretrained: bool | str = False):
         super().__init__()
         self.stride = stride
         w = width
-        layers = [_conv_bn(1, w, 2), _conv_bn(w, 2 * w, 2), _Residual(2 * w, 1), _conv_bn(2 * w, 4 * w, 2),
-                  _Residual(4 * w, 1)]
         c = 4 * w
-        if stride == 16:
-            layers += [_conv_bn(c, 2 * c, 2)]
-            c = 2 * c
-        layers += [_Residual(c, 2), _Residual(c, 4)]  # dilations: context for boxes larger than the receptive field
+        if backbone == "scratch":
+            self.input_mean, self.input_std, self.in_channels = GRAY_MEAN, GRAY_STD, 1
+            layers = [_conv_bn(1, w, 2), _conv_bn(w, 2 * w, 2), _Residual(2 * w, 1), _conv_bn(2 * w, c, 2),
+                      _Residual(c, 1)]
+            if stride == 16:
+                layers += [_conv_bn(c, 2 * c, 2)]
+                c = 2 * c
+            layers += [_Residual(c, 2), _Residual(c, 4)]  # dilations: context for boxes larger than the receptive field
+        elif backbone == "tf_efficientnet_lite0":
+            from speedpose.errors import ConfigError
+            from speedpose.models.encoders import build_encoder
+
+            if stride != 16:
+                raise ConfigError(f"model.localiser.stride: the Lite0 backbone has stride 16, got {stride}")
+            trunk, channels = build_encoder("tf_efficientnet_lite0", pretrained, stride=16)
+            self.input_mean, self.input_std, self.in_channels = trunk.input_mean, trunk.input_std, 3
+            layers = [trunk, _conv_bn(channels, c), _Residual(c, 2)]
+        else:
+            raise ValueError(f"localiser backbone: expected 'scratch' or 'tf_efficientnet_lite0', got {backbone!r}")
         self.body = nn.Sequential(*layers)
         self.context = nn.Linear(c, c)  # global context, broadcast to every cell
         self.heat = nn.Sequential(_conv_bn(c, c), nn.Conv2d(c, 1, 1))
         self.reg = nn.Sequential(_conv_bn(c, c), nn.Conv2d(c, 6, 1))
         nn.init.constant_(self.heat[-1].bias, -2.19)  # prior probability 0.1 of a centre (CenterNet)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        f = self.body(x)
+    def forward(self, x_u8: torch.Tensor) -> dict[str, torch.Tensor]:
+        f = self.body(normalise_u8(x_u8, self.in_channels, self.input_mean, self.input_std))
         f = f + self.context(f.mean(dim=(2, 3)))[:, :, None, None]
         return {"heatmap_logits": self.heat(f), "box_reg": self.reg(f)}
 

@@ -21,16 +21,8 @@ from speedpose.models.encoders import build_encoder
 from speedpose.models.i2s import I2SConfig, I2SHead, so3_cross_entropy, so3_log_likelihood
 from speedpose.models.i2s.grid_signal import SO3GridSignal
 from speedpose.pose.config import SpeedplusExperiment
-from speedpose.pose.localiser import Localiser
+from speedpose.pose.localiser import Localiser, normalise_u8
 
-#: grey-level normalisation of the localiser (ImageNet's mean/std averaged over RGB)
-GRAY_MEAN, GRAY_STD = 0.449, 0.226
-
-
-def normalise_u8(x: torch.Tensor, channels: int, mean: float = GRAY_MEAN, std: float = GRAY_STD) -> torch.Tensor:
-    """(B, 1, H, W) uint8 -> (B, channels, H, W) float, ``(x / 255 - mean) / std``."""
-    x = (x.float() / 255.0 - mean) / std
-    return x.expand(-1, channels, -1, -1) if channels != 1 else x
 
 
 class CropNet(nn.Module):
@@ -69,7 +61,8 @@ class PoseModel(nn.Module):
         super().__init__()
         self.kind = cfg.model.kind
         if self.kind == "crop":
-            self.localiser = Localiser(cfg.model.localiser.width, cfg.model.localiser.stride)
+            lc = cfg.model.localiser
+            self.localiser = Localiser(lc.width, lc.stride, lc.backbone, lc.pretrained)
             self.net = CropNet(cfg, cfg.data.crop_size)
         else:
             self.localiser = None
@@ -80,7 +73,7 @@ class PoseModel(nn.Module):
         if self.kind == "crop":
             out = self.net(batch["crop"])
             if "loc_image" in batch:  # carried by a share data.loc_fraction of the samples
-                out.update(self.localiser(normalise_u8(batch["loc_image"], 1)))
+                out.update(self.localiser(batch["loc_image"]))
             return out
         return self.net(batch["image"])
 
