@@ -7,7 +7,8 @@ Outputs in ``out`` (default ``<run>/eval/<domain>-<split>-<checkpoint>``):
 * ``report.json``: run, checkpoint, step, config hash, dataset root and fingerprint, the SPEC2021 score (thresholds on
   lightbox/sunlamp, none on synthetic, as :mod:`speedpose.scoring`), E_T [m] and E_R [deg] means and medians,
   Acc@2/5/10 deg, localisation IoU, and the same per distance bin and per truncation;
-* ``per_image.csv``: one row per image (:func:`speedpose.report.per_image_table`, plus ``index`` and ``loc_score``);
+* ``per_image.csv``: one row per image (:func:`speedpose.report.per_image_table`, plus ``index``, ``loc_score`` and
+  ``branch``, how the pose was obtained: ``model.pose_solver``);
 * ``predictions.json``: the estimates in the label schema (``speedpose score predictions.json --domain D`` gives
   the same score);
 * ``figures/``: error histograms, errors versus distance, overlays of the worst and best images, SO(3)
@@ -120,6 +121,7 @@ def run(run_dir: Path, root: Path, domain: str, split: str | None = None, checkp
                          confidence=pred.confidence)
     df.insert(1, "index", idx)
     df["loc_score"] = pred.loc_score
+    df["branch"] = pred.branch  # how the pose was obtained (model.pose_solver)
     finite = np.isfinite(pred.q_wxyz).all(axis=1) & np.isfinite(pred.r_cam_m).all(axis=1)
     if not finite.all():
         raise SpeedposeError(f"{int((~finite).sum())} non-finite prediction(s) in {domain}/{split}, e.g. "
@@ -174,6 +176,7 @@ def run(run_dir: Path, root: Path, domain: str, split: str | None = None, checkp
                     "images": len(data), "rejected_by_preprocess": int(data.manifest["counts"]["rejected"])},
         "device": str(dev), "batch_size": bs,
         "metrics": summarise(df), "spec2021": official.to_dict(), "breakdowns": breakdowns(df),
+        "by_branch": {str(b): summarise(g) for b, g in df.groupby("branch")},
         "files": {"per_image": "per_image.csv", "predictions": "predictions.json", "html": "report.html",
                   "figures": [f for f, _ in figures], "worst": [f for f, _ in examples["worst"]],
                   "best": [f for f, _ in examples["best"]], "distributions": [f for f, _ in dists]},

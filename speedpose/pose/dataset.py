@@ -63,13 +63,19 @@ def localiser_fields(split, i: int, loc_size: tuple[int, int], box_clipped: np.n
             "loc_box_unclipped": torch.from_numpy(boxes_to_loc(box_unclipped, loc_size, full)).float()}
 
 
-def crop_fields(vc, crop_u8: np.ndarray, R: np.ndarray, r_cam_m: np.ndarray, spec: CropSpec) -> dict[str, torch.Tensor]:
-    """The crop network's input and targets: the crop, ``R_virt``, ``t_enc`` and the keypoints in the crop."""
+def crop_fields(vc, crop_u8: np.ndarray, R: np.ndarray, r_cam_m: np.ndarray, spec: CropSpec,
+                visible: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+    """The crop network's input and targets: the crop, ``R_virt``, ``t_enc``, the keypoints in the crop ``kp_crop``
+    (11, 2) [px] and ``kp_visible`` (11,): inside the crop and, when ``visible`` (11,) is given, visible in the
+    rendering (in the real frame and not hidden by the spacecraft itself)."""
     R_virt, r_virt = vc.pose_to_virtual(R, r_cam_m)
+    kp = vc.project(TANGO_KP @ R_virt.T + r_virt)
+    inside = (kp > -0.5).all(axis=1) & (kp < spec.size - 0.5).all(axis=1)
     return {"crop": torch.from_numpy(np.ascontiguousarray(crop_u8))[None],
             "R_virt": torch.from_numpy(R_virt).float(),
             "t_enc": torch.from_numpy(encode_translation(vc, r_cam_m, spec)).float(),
-            "kp_crop": torch.from_numpy(vc.project(TANGO_KP @ R_virt.T + r_virt)).float()}
+            "kp_crop": torch.from_numpy(kp).float(),
+            "kp_visible": torch.from_numpy(inside & (True if visible is None else np.asarray(visible, bool)))}
 
 
 def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
@@ -81,7 +87,17 @@ def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
     return batch
 
 
-class PoseSamples(Dataset):
+class _StepAware(Dataset):
+    """The engine's curriculum hook: ``set_step`` tells the dataset which optimiser step its next samples are drawn
+    for (``augment.start_step`` / ``ramp_steps``); None outside training."""
+
+    step: int | None = None
+
+    def set_step(self, step: int) -> None:
+        self.step = step
+
+
+class PoseSamples(_StepAware):
     """Samples of a preprocessed split (see the module docstring).
 
     Args:
@@ -102,11 +118,6 @@ class PoseSamples(Dataset):
         self.q = split.q_wxyz
         self.r = split.r_cam_m
         self.photometric = Photometric(cfg.augment, central_box_frac(cfg.data.crop_margin)) if train else None
-        self.step: int | None = None
-
-    def set_step(self, step: int) -> None:
-        """The optimiser step the next samples are drawn for (the engine's curriculum hook)."""
-        self.step = step
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -144,7 +155,7 @@ class PoseSamples(Dataset):
         return sample
 
 
-class CropSetSamples(Dataset):
+class CropSetSamples(_StepAware):
     """Training samples of the crop network from a crop set; localiser samples from the frames of a split.
 
     Sample ``k`` is crop ``crop_indices[k]`` of the set (photometrically augmented when ``train``; its box jitter and in-plane
@@ -175,12 +186,9 @@ class CropSetSamples(Dataset):
         self.frame_indices = np.asarray(frame_indices, dtype=np.int64)
         self.R = quat_wxyz_to_matrix(crop_set.labels["q_wxyz"])
         self.photometric = Photometric(cfg.augment, central_box_frac(cfg.data.crop_margin)) if train else None
-        self.step: int | None = None
         if frames is not None:
             self.box_unclipped = frames.kp_box(clipped=False)
             self.box_clipped = frames.kp_box(clipped=True)
-
-    set_step = PoseSamples.set_step
 
     def __len__(self) -> int:
         return len(self.crop_indices)
@@ -194,7 +202,7 @@ class CropSetSamples(Dataset):
             crop = self.photometric(crop, seed, self.step)
         sample = {"index": torch.tensor(k)}
         sample.update(crop_fields(self.crop_set.camera(k), crop, self.R[k], self.crop_set.labels["r_cam_m"][k],
-                                  self.spec))
+                                  self.spec, self.crop_set.labels["kp_visible"][k]))
         if self.frames is not None and len(self.frame_indices) and rng.random() < self.cfg.data.loc_fraction:
             i = int(self.frame_indices[rng.integers(len(self.frame_indices))])
             sample.update(localiser_fields(self.frames, i, tuple(self.cfg.data.loc_size), self.box_clipped[i],

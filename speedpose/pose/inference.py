@@ -23,6 +23,7 @@ from speedpose.geometry.rotations import matrix_to_quat_wxyz
 from speedpose.pose.config import SpeedplusExperiment
 from speedpose.pose.crops import crop_camera, crop_source, decode_translation
 from speedpose.pose.dataset import T_NORM_OFFSET, T_NORM_SCALE, TANGO_KP, crop_spec
+from speedpose.pose.keypoints import decode_heatmaps, refine_pose, translation_from_keypoints
 from speedpose.pose.localiser import boxes_to_full, decode_boxes
 from speedpose.pose.model import PoseModel
 from speedpose.pose.orientation import rotation_mode
@@ -42,6 +43,7 @@ class PosePredictions:
         loc_score: (N,) localiser peak score (NaN for the fullimage model).
         coeffs: (N, n_coeffs) Fourier coefficients in the crop's frame, when asked for (plots).
         R_cam_virt: (N, 3, 3) the crops' virtual-camera rotations (identity for fullimage).
+        branch: (N,) how each pose was obtained (``model.pose_solver``): ``i2s``, ``kp_translation`` or ``fused``.
     """
 
     indices: np.ndarray
@@ -52,6 +54,7 @@ class PosePredictions:
     loc_score: np.ndarray
     R_cam_virt: np.ndarray
     coeffs: np.ndarray | None = field(default=None, repr=False)
+    branch: np.ndarray | None = None
 
 
 class LocalisedCrops(NamedTuple):
@@ -120,6 +123,31 @@ def localise_and_crop(model: PoseModel, split, indices, cfg: SpeedplusExperiment
     return LocalisedCrops(loc_out, boxes_xyxy, loc_score, cameras, np.stack(crops))
 
 
+def _solve_with_keypoints(net_out: dict[str, torch.Tensor], R_virt: np.ndarray, r_cam_m: np.ndarray,
+                          cameras: list[VirtualCamera], cfg: SpeedplusExperiment
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``model.pose_solver`` kp_translation / fused for a batch: (R_virt (B, 3, 3), r_cam_m (B, 3), branch (B,)),
+    the inputs kept (branch ``i2s``) where fewer than 3 keypoints are confident or the solution is degenerate."""
+    uv, conf = decode_heatmaps(net_out)
+    kc = cfg.model.keypoints
+    R_out, r_out = R_virt.copy(), r_cam_m.copy()
+    branch = np.full(len(R_virt), "i2s", dtype="<U14")
+    for b, vc in enumerate(cameras):
+        w = np.where(conf[b] >= kc.min_confidence, conf[b], 0.0)
+        if (w > 0).sum() < 3:
+            continue
+        t_virt = translation_from_keypoints(R_virt[b], TANGO_KP, uv[b], w, vc.K)
+        if t_virt is None:
+            continue
+        R_b, branch[b] = R_virt[b], "kp_translation"
+        if cfg.model.pose_solver == "fused":
+            refined = refine_pose(R_virt[b], t_virt, TANGO_KP, uv[b], w, vc.K)
+            if refined is not None:
+                (R_b, t_virt), branch[b] = refined, "fused"
+        R_out[b], r_out[b] = R_b, vc.pose_from_virtual(R_b, t_virt)[1]
+    return R_out, r_out, branch
+
+
 def refined_boxes(camera: Camera, R_cam_body: np.ndarray, r_cam_m: np.ndarray, fallback_xyxy: np.ndarray
                   ) -> np.ndarray:
     """The keypoint boxes [full-resolution px, unclipped] of predicted poses (B, 3, 3), (B, 3) [m]: where to crop
@@ -148,7 +176,7 @@ def predict_split(model: PoseModel, split, indices, cfg: SpeedplusExperiment, de
     device = torch.device(device)
     indices = np.asarray(indices, dtype=np.int64)
     spec = crop_spec(cfg)
-    out: dict[str, list] = {k: [] for k in ("R", "r", "conf", "box", "score", "Rvc", "coeffs")}
+    out: dict[str, list] = {k: [] for k in ("R", "r", "conf", "box", "score", "Rvc", "coeffs", "branch")}
     bar = tqdm(total=len(indices), desc=f"predict {split.domain}", unit="img", disable=not progress)
     for start in range(0, len(indices), batch_size):
         chunk = indices[start:start + batch_size]
@@ -162,15 +190,20 @@ def predict_split(model: PoseModel, split, indices, cfg: SpeedplusExperiment, de
                                            boxes_xyxy=refined_boxes(split.camera, R, r, lc.box_xyxy))
                 net_out = model.net(torch.from_numpy(lc.crops_u8[:, None]).to(device))
                 R_virt, conf = rotation_mode(model.net.head, net_out["coeffs"], cfg.model.i2s.infer_level)
+                R_virt = R_virt.double().cpu().numpy()
                 t = net_out["t"].double().cpu().numpy()
-                Rvc = np.stack([vc.R_cam_virt for vc in lc.cameras])
-                R = Rvc @ R_virt.double().cpu().numpy()
                 r = np.stack([decode_translation(vc, tk, spec) for vc, tk in zip(lc.cameras, t)])
+                branch = np.full(len(chunk), "i2s", dtype="<U14")
+                if cfg.model.pose_solver != "i2s" and "kp_logits" in net_out:
+                    R_virt, r, branch = _solve_with_keypoints(net_out, R_virt, r, lc.cameras, cfg)
+                Rvc = np.stack([vc.R_cam_virt for vc in lc.cameras])
+                R = Rvc @ R_virt
             out["R"].append(R)
             out["r"].append(r)
             out["box"].append(loc_box)
             out["score"].append(loc_score)
             out["Rvc"].append(Rvc)
+            out["branch"].append(branch)
         else:
             s = cfg.data.fullimage_size
             imgs = np.stack([resize_gray(split.image(int(i)), (s, s)) for i in chunk])[:, None]
@@ -181,6 +214,7 @@ def predict_split(model: PoseModel, split, indices, cfg: SpeedplusExperiment, de
             out["box"].append(np.full((len(chunk), 4), np.nan))
             out["score"].append(np.full(len(chunk), np.nan))
             out["Rvc"].append(np.repeat(np.eye(3)[None], len(chunk), axis=0))
+            out["branch"].append(np.full(len(chunk), "i2s", dtype="<U14"))
         out["conf"].append(conf.float().cpu().numpy())
         if keep_coeffs:
             out["coeffs"].append(net_out["coeffs"].float().cpu().numpy())
@@ -189,9 +223,9 @@ def predict_split(model: PoseModel, split, indices, cfg: SpeedplusExperiment, de
     if len(indices) == 0:
         z = np.zeros((0,))
         return PosePredictions(indices, np.zeros((0, 4)), np.zeros((0, 3)), z, np.zeros((0, 4)), z,
-                               np.zeros((0, 3, 3)))
+                               np.zeros((0, 3, 3)), branch=np.zeros(0, dtype="<U14"))
     return PosePredictions(
         indices=indices, q_wxyz=matrix_to_quat_wxyz(np.concatenate(out["R"])), r_cam_m=np.concatenate(out["r"]),
         confidence=np.concatenate(out["conf"]), box_xyxy=np.concatenate(out["box"]),
         loc_score=np.concatenate(out["score"]), R_cam_virt=np.concatenate(out["Rvc"]),
-        coeffs=np.concatenate(out["coeffs"]) if keep_coeffs else None)
+        coeffs=np.concatenate(out["coeffs"]) if keep_coeffs else None, branch=np.concatenate(out["branch"]))

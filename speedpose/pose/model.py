@@ -21,6 +21,7 @@ from speedpose.models.encoders import build_encoder
 from speedpose.models.i2s import I2SConfig, I2SHead, so3_cross_entropy, so3_log_likelihood
 from speedpose.models.i2s.grid_signal import SO3GridSignal
 from speedpose.pose.config import SpeedplusExperiment
+from speedpose.pose.keypoints import KeypointHead
 from speedpose.pose.localiser import Localiser, normalise_u8
 
 
@@ -28,7 +29,8 @@ from speedpose.pose.localiser import Localiser, normalise_u8
 class CropNet(nn.Module):
     """Shared encoder + I2S rotation head + translation head on square crops.
 
-    Input: (B, 1, S, S) uint8. Output: ``coeffs`` (B, n_coeffs) and ``t`` (B, 3).
+    Input: (B, 1, S, S) uint8. Output: ``coeffs`` (B, n_coeffs) and ``t`` (B, 3) (+ ``kp_logits`` (B, 11, S/4, S/4)
+    and ``kp_vis_logits`` (B, 11) with the keypoint head).
     The translation head sees the spatial feature map (flattened after a 1x1 reduction), not only pooled
     features, since the target offset is a position in the crop.
     """
@@ -43,6 +45,7 @@ class CropNet(nn.Module):
                                          hidden_channels=i2s.hidden_channels, fmap_hw=(fmap, fmap),
                                          proj_level=i2s.proj_level, proj_sigma=i2s.proj_sigma,
                                          train_grid_level=i2s.train_grid_level))
+        self.kp_head = KeypointHead(c, m.encoder_stride, m.keypoints.width) if m.keypoints.enabled else None
         self.reduce = nn.Sequential(nn.Conv2d(c, 32, 1), nn.ReLU(inplace=True))
         self.trans = nn.Sequential(nn.Flatten(), nn.Linear(32 * fmap * fmap + c, m.translation_hidden),
                                    nn.ReLU(inplace=True), nn.Linear(m.translation_hidden, 3))
@@ -51,7 +54,10 @@ class CropNet(nn.Module):
         f = self.encoder(normalise_u8(crops_u8, 3, self.encoder.input_mean, self.encoder.input_std))
         pooled = f.mean(dim=(2, 3))
         t = self.trans[1:](torch.cat([self.reduce(f).flatten(1), pooled], dim=1))
-        return {"coeffs": self.head(f), "t": t}
+        out = {"coeffs": self.head(f), "t": t}
+        if self.kp_head is not None:
+            out.update(self.kp_head(f))
+        return out
 
 
 class PoseModel(nn.Module):

@@ -16,6 +16,7 @@ from speedpose.pose.config import SpeedplusExperiment
 from speedpose.data.crop_set import CropSet
 from speedpose.pose.dataset import CropSetSamples, PoseSamples, collate
 from speedpose.pose.inference import predict_split
+from speedpose.pose.keypoints import keypoint_loss
 from speedpose.pose.localiser import localisation_loss, make_targets
 from speedpose.pose.model import PoseModel, rotation_loss
 from speedpose.scoring import accuracy_at_deg, per_image_scores
@@ -121,7 +122,13 @@ class SpeedplusTask:
             else:  # no localiser sample in this batch: a zero that still reaches every parameter (DDP)
                 l_loc = sum(p.sum() for p in core.localiser.parameters()) * 0.0
             loss = w.rotation * l_rot + w.translation * l_t + w.localisation * l_loc
-            return {"loss": loss, "rot": l_rot.detach(), "trans": l_t.detach(), "loc": l_loc.detach()}
+            logs = {"rot": l_rot.detach(), "trans": l_t.detach(), "loc": l_loc.detach()}
+            if "kp_logits" in out:
+                l_kp, l_vis = keypoint_loss(out, batch["kp_crop"], batch["kp_visible"],
+                                            self.cfg.model.keypoints.sigma_px)
+                loss = loss + w.keypoints * (l_kp + 0.1 * l_vis)
+                logs.update(kp=l_kp.detach(), kp_vis=l_vis.detach())
+            return {"loss": loss, **logs}
         l_rot = rotation_loss(core.net.head.grid, out["coeffs"], batch["R"], w.rotation_target)
         l_t = F.smooth_l1_loss(out["t"].float(), batch["t_norm"], beta=0.05)
         return {"loss": w.rotation * l_rot + w.translation * l_t, "rot": l_rot.detach(), "trans": l_t.detach()}

@@ -1,0 +1,182 @@
+"""The 11 Tango keypoints on the crop: a heatmap head, its targets and loss, sub-pixel decoding, and the geometry that
+turns keypoints into a pose in the crop's virtual camera (an undistorted pinhole, so no lens model here).
+
+* :class:`KeypointHead`: the crop encoder's feature map -> 11 heatmaps at stride 4 of the crop (two x2 transposed
+  convolutions, Simple-Baselines style) and 11 visibility logits.
+* Training: per keypoint a softmax over the heatmap's cells against a normalised Gaussian at the keypoint's position
+  (:func:`keypoint_loss`), only for keypoints inside the crop and visible (not hidden by the spacecraft itself);
+  visibility itself by binary cross-entropy.
+* Decoding (:func:`decode_heatmaps`): soft-argmax in a 3x3-cell window around each heatmap's peak (sub-pixel) and a
+  confidence = the softmax mass in that window times the visibility probability.
+* Geometry: :func:`translation_from_keypoints` solves the translation for a known rotation (weighted linear least
+  squares; the I2S rotation removes PnP's mirror ambiguity); :func:`refine_pose` runs OpenCV's Levenberg-Marquardt
+  PnP refinement from that pose and keeps it only when it stays near the I2S rotation.
+
+Pixels: crop pixel centres at integer coordinates (the pipeline's convention); heatmap cell (i, j) is centred on crop
+pixel ``(stride * j + (stride - 1) / 2, stride * i + (stride - 1) / 2)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+N_KEYPOINTS = 11
+HEATMAP_STRIDE = 4
+
+
+class KeypointHead(nn.Module):
+    """Feature map (B, C, h, w) at stride ``encoder_stride`` -> ``kp_logits`` (B, 11, S/4, S/4) and ``kp_vis_logits``
+    (B, 11) for crops of side S.
+
+    Args:
+        in_channels: C.
+        encoder_stride: 16 or 32 (two or three x2 upsamplings to stride 4).
+        width: channels of the upsampling layers.
+    """
+
+    def __init__(self, in_channels: int, encoder_stride: int, width: int = 64):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c, s = in_channels, encoder_stride
+        while s > HEATMAP_STRIDE:
+            layers += [nn.ConvTranspose2d(c, width, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(width),
+                       nn.ReLU(inplace=True)]
+            c, s = width, s // 2
+        self.up = nn.Sequential(*layers)
+        self.heat = nn.Conv2d(c, N_KEYPOINTS, 1)
+        self.vis = nn.Linear(in_channels, N_KEYPOINTS)
+
+    def forward(self, fmap: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"kp_logits": self.heat(self.up(fmap)), "kp_vis_logits": self.vis(fmap.mean(dim=(2, 3)))}
+
+
+def cell_centres(n: int, stride: int = HEATMAP_STRIDE) -> torch.Tensor:
+    """(n,) crop-pixel coordinate of the centres of heatmap cells 0..n-1."""
+    return torch.arange(n, dtype=torch.float32) * stride + (stride - 1) / 2
+
+
+def keypoint_loss(out: dict[str, torch.Tensor], kp_uv: torch.Tensor, visible: torch.Tensor,
+                  sigma_px: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Heatmap and visibility losses.
+
+    Args:
+        out: ``kp_logits`` (B, 11, H, W), ``kp_vis_logits`` (B, 11).
+        kp_uv: (B, 11, 2) keypoints in crop pixels.
+        visible: (B, 11) bool, inside the crop and not self-occluded.
+        sigma_px: width of the Gaussian target [crop px].
+    Returns:
+        (heatmap loss: mean over visible keypoints of the cross-entropy between the spatial softmax and the
+        normalised Gaussian, visibility loss: mean binary cross-entropy), scalars.
+    """
+    logits = out["kp_logits"].float()
+    B, K, H, W = logits.shape
+    ys, xs = cell_centres(H).to(logits.device), cell_centres(W).to(logits.device)
+    d2 = (xs[None, None, None, :] - kp_uv[..., 0, None, None]) ** 2 + \
+        (ys[None, None, :, None] - kp_uv[..., 1, None, None]) ** 2
+    target = torch.softmax((-d2 / (2 * sigma_px ** 2)).reshape(B, K, -1), dim=-1)
+    ce = -(target * torch.log_softmax(logits.reshape(B, K, -1), dim=-1)).sum(-1)  # (B, K)
+    vis = visible.float()
+    l_heat = (ce * vis).sum() / vis.sum().clamp_min(1.0)
+    l_vis = F.binary_cross_entropy_with_logits(out["kp_vis_logits"].float(), vis)
+    return l_heat, l_vis
+
+
+@torch.no_grad()
+def decode_heatmaps(out: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+    """Sub-pixel keypoints and their confidence.
+
+    Returns:
+        (uv (B, 11, 2) [crop px], confidence (B, 11) in [0, 1]: softmax mass within one cell of the peak times the
+        visibility probability).
+    """
+    logits = out["kp_logits"].float()
+    B, K, H, W = logits.shape
+    p = torch.softmax(logits.reshape(B, K, -1), dim=-1).reshape(B, K, H, W)
+    peak = p.reshape(B, K, -1).argmax(-1)
+    py, px = peak // W, peak % W
+    ys, xs = torch.arange(H, device=p.device), torch.arange(W, device=p.device)
+    win = ((ys[None, None, :, None] - py[..., None, None]).abs() <= 1) & \
+          ((xs[None, None, None, :] - px[..., None, None]).abs() <= 1)
+    pw = p * win
+    mass = pw.sum(dim=(2, 3))
+    cy, cx = cell_centres(H).to(p.device), cell_centres(W).to(p.device)
+    u = (pw.sum(dim=2) * cx).sum(-1) / mass
+    v = (pw.sum(dim=3) * cy).sum(-1) / mass
+    conf = mass * torch.sigmoid(out["kp_vis_logits"].float())
+    return torch.stack([u, v], -1).cpu().numpy().astype(np.float64), conf.cpu().numpy().astype(np.float64)
+
+
+def translation_from_keypoints(R_virt: np.ndarray, kp_body: np.ndarray, uv: np.ndarray, weights: np.ndarray,
+                               K: np.ndarray) -> np.ndarray | None:
+    """The translation that best projects ``kp_body`` rotated by ``R_virt`` onto ``uv`` (pinhole ``K``).
+
+    With ``p_i = R_virt X_i`` and normalised image points ``(x_i, y_i)``, each keypoint gives two equations linear
+    in ``t``: ``t_x - x_i t_z = x_i p_iz - p_ix`` and ``t_y - y_i t_z = y_i p_iz - p_iy`` (weighted least squares).
+
+    Args:
+        R_virt: (3, 3) rotation body -> virtual camera; kp_body: (N, 3) [m]; uv: (N, 2) [px]; weights: (N,) >= 0.
+    Returns:
+        (3,) translation [m] in the virtual camera frame, or None when fewer than 2 keypoints have weight or the
+        solution lies behind the camera.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    use = w > 0
+    if use.sum() < 2:
+        return None
+    p = kp_body[use] @ np.asarray(R_virt).T
+    x = (uv[use, 0] - K[0, 2]) / K[0, 0]
+    y = (uv[use, 1] - K[1, 2]) / K[1, 1]
+    n = len(x)
+    A = np.zeros((2 * n, 3))
+    b = np.zeros(2 * n)
+    A[:n, 0], A[:n, 2], b[:n] = 1.0, -x, x * p[:, 2] - p[:, 0]
+    A[n:, 1], A[n:, 2], b[n:] = 1.0, -y, y * p[:, 2] - p[:, 1]
+    sw = np.sqrt(np.concatenate([w[use], w[use]]))
+    t, *_ = np.linalg.lstsq(A * sw[:, None], b * sw, rcond=None)
+    if not np.isfinite(t).all() or (p[:, 2] + t[2]).min() <= 0.1:
+        return None
+    return t
+
+
+def reprojection_px(R: np.ndarray, t: np.ndarray, kp_body: np.ndarray, uv: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """(N,) distances [px] between the projections of ``kp_body`` at pose (R, t) and ``uv``."""
+    pc = kp_body @ R.T + t
+    proj = np.stack([K[0, 0] * pc[:, 0] / pc[:, 2] + K[0, 2], K[1, 1] * pc[:, 1] / pc[:, 2] + K[1, 2]], -1)
+    return np.linalg.norm(proj - uv, axis=1)
+
+
+def refine_pose(R0: np.ndarray, t0: np.ndarray, kp_body: np.ndarray, uv: np.ndarray, weights: np.ndarray,
+                K: np.ndarray, min_points: int = 6, max_change_deg: float = 15.0) -> tuple[np.ndarray, np.ndarray] | None:
+    """Levenberg-Marquardt PnP refinement (``cv2.solvePnPRefineLM``) of (R0, t0) on the keypoints with weight > 0.
+
+    Returns the refined (R (3, 3), t (3,)) in the virtual camera, or None when fewer than ``min_points`` keypoints
+    are usable, the refinement did not lower the weighted reprojection error, or it moved the rotation by more than
+    ``max_change_deg`` from ``R0`` (the I2S rotation decides the basin; the keypoints only sharpen it).
+    """
+    use = np.asarray(weights) > 0
+    if use.sum() < min_points:
+        return None
+    obj, img = kp_body[use].astype(np.float64), uv[use].astype(np.float64)
+    rvec, _ = cv2.Rodrigues(np.asarray(R0, dtype=np.float64))
+    tvec = np.asarray(t0, dtype=np.float64).reshape(3, 1).copy()
+    rvec, tvec = cv2.solvePnPRefineLM(obj, img, np.asarray(K, dtype=np.float64), None, rvec, tvec)
+    R1, t1 = cv2.Rodrigues(rvec)[0], tvec.ravel()
+    if not (np.isfinite(R1).all() and np.isfinite(t1).all()):
+        return None
+    w = np.asarray(weights)[use]
+    before = float((w * reprojection_px(R0, t0, obj, img, K) ** 2).sum())
+    after = float((w * reprojection_px(R1, t1, obj, img, K) ** 2).sum())
+    change = math.degrees(math.acos(np.clip((np.trace(R1 @ np.asarray(R0).T) - 1) / 2, -1, 1)))
+    if after > before or change > max_change_deg or (obj @ R1.T + t1)[:, 2].min() <= 0.1:
+        return None
+    return R1, t1
+
+
+__all__ = ["HEATMAP_STRIDE", "KeypointHead", "N_KEYPOINTS", "cell_centres", "decode_heatmaps", "keypoint_loss",
+           "refine_pose", "reprojection_px", "translation_from_keypoints"]

@@ -1,0 +1,126 @@
+"""The keypoint head's targets, decoding and geometry: sub-pixel round trips, visibility masking, translation and PnP
+refinement in the virtual camera mapped back to the real camera, the I2S guard against a mirror solution, and the
+fallback when too few keypoints are confident."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from speedpose.camera import speedplus_camera
+from speedpose.geometry.rotations import quat_wxyz_to_matrix, random_quat_wxyz
+from speedpose.pose.crops import CropSpec, crop_camera
+from speedpose.pose.keypoints import (KeypointHead, cell_centres, decode_heatmaps, keypoint_loss, refine_pose,
+                                      translation_from_keypoints)
+from speedpose.tango import keypoint_box, project_keypoints, tango_keypoints_body
+
+KP = tango_keypoints_body()
+
+
+def _gaussian_logits(uv: np.ndarray, H: int, W: int, sigma: float = 2.0) -> torch.Tensor:
+    ys, xs = cell_centres(H).double(), cell_centres(W).double()
+    u, v = torch.from_numpy(uv[..., 0]), torch.from_numpy(uv[..., 1])
+    d2 = (xs[None, None, None] - u[..., None, None]) ** 2 + (ys[None, None, :, None] - v[..., None, None]) ** 2
+    return (-d2 / (2 * sigma ** 2)).float()
+
+
+def test_heatmap_decoding_is_sub_pixel():
+    rng = np.random.default_rng(0)
+    uv = rng.uniform(8, 56, (3, 11, 2))
+    out = {"kp_logits": _gaussian_logits(uv, 16, 16), "kp_vis_logits": torch.full((3, 11), 10.0)}
+    dec, conf = decode_heatmaps(out)
+    assert np.abs(dec - uv).max() < 0.25  # cells are 4 px apart
+    assert (conf > 0.5).all()
+    out["kp_vis_logits"][:, 3] = -10.0  # predicted invisible: no confidence
+    assert (decode_heatmaps(out)[1][:, 3] < 1e-3).all()
+
+
+def test_loss_is_lowest_at_the_target_and_ignores_invisible_keypoints():
+    uv = torch.from_numpy(np.full((1, 11, 2), 30.0))
+    vis = torch.ones(1, 11, dtype=torch.bool)
+    good = {"kp_logits": _gaussian_logits(uv.numpy(), 16, 16), "kp_vis_logits": torch.full((1, 11), 5.0)}
+    bad = {"kp_logits": _gaussian_logits(uv.numpy() + 8, 16, 16), "kp_vis_logits": torch.full((1, 11), 5.0)}
+    assert keypoint_loss(good, uv.float(), vis)[0] < keypoint_loss(bad, uv.float(), vis)[0]
+    logits = torch.zeros(1, 11, 16, 16, requires_grad=True)
+    hidden = vis.clone()
+    hidden[0, 4] = False
+    keypoint_loss({"kp_logits": logits, "kp_vis_logits": torch.zeros(1, 11)}, uv.float(), hidden)[0].backward()
+    assert logits.grad[0, 4].abs().max() == 0 and logits.grad[0, 3].abs().max() > 0
+
+
+def test_head_shapes():
+    head = KeypointHead(112, 16, width=16)
+    out = head(torch.randn(2, 112, 4, 4))
+    assert out["kp_logits"].shape == (2, 11, 16, 16) and out["kp_vis_logits"].shape == (2, 11)
+    assert KeypointHead(320, 32, width=8)(torch.randn(1, 320, 2, 2))["kp_logits"].shape == (1, 11, 16, 16)
+
+
+def _crop_case(seed: int):
+    cam = speedplus_camera()
+    rng = np.random.default_rng(seed)
+    q = random_quat_wxyz(1, rng)[0]
+    r = np.array([rng.uniform(-0.4, 0.4), rng.uniform(-0.4, 0.4), rng.uniform(3, 9)])
+    box = keypoint_box(project_keypoints(cam, q, r), cam.width, cam.height).unclipped
+    vc = crop_camera(cam, box, CropSpec(64, 1.3), in_plane_rad=float(rng.uniform(-3, 3)))
+    R = quat_wxyz_to_matrix(q)
+    R_virt, r_virt = vc.pose_to_virtual(R, r)
+    return vc, R, r, R_virt, r_virt, vc.project(KP @ R_virt.T + r_virt)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_translation_from_keypoints_maps_back_to_the_real_camera(seed):
+    vc, R, r, R_virt, r_virt, uv = _crop_case(seed)
+    t = translation_from_keypoints(R_virt, KP, uv, np.ones(11), vc.K)
+    np.testing.assert_allclose(t, r_virt, atol=1e-9)
+    np.testing.assert_allclose(vc.pose_from_virtual(R_virt, t)[1], r, atol=1e-6)
+    w = np.zeros(11)
+    w[[0, 6, 9]] = 1.0  # three keypoints suffice
+    np.testing.assert_allclose(translation_from_keypoints(R_virt, KP, uv, w, vc.K), r_virt, atol=1e-9)
+    assert translation_from_keypoints(R_virt, KP, uv, np.eye(11)[0], vc.K) is None
+
+
+def _rot(axis, deg):
+    import cv2
+
+    return cv2.Rodrigues(np.asarray(axis, float) / np.linalg.norm(axis) * np.radians(deg))[0]
+
+
+def test_pnp_refinement_recovers_the_pose_from_a_nearby_start():
+    vc, R, r, R_virt, r_virt, uv = _crop_case(7)
+    R0 = _rot([1, 2, 0.5], 6) @ R_virt
+    t0 = translation_from_keypoints(R0, KP, uv, np.ones(11), vc.K)
+    R1, t1 = refine_pose(R0, t0, KP, uv, np.ones(11), vc.K)
+    np.testing.assert_allclose(R1, R_virt, atol=1e-6)
+    np.testing.assert_allclose(vc.pose_from_virtual(R1, t1)[1], r, atol=1e-6)
+    assert refine_pose(R0, t0, KP, uv, np.r_[np.ones(5), np.zeros(6)], vc.K) is None  # too few points
+
+
+def test_a_mirror_solution_is_rejected_by_the_i2s_guard():
+    """Keypoints of a near-symmetric flip (the pose turned 180 deg about the body's z axis, where Tango's box is
+    nearly symmetric) pull PnP away from the I2S rotation by far more than the allowed change: the refinement is
+    refused and the I2S basin kept."""
+    vc, R, r, R_virt, r_virt, uv = _crop_case(3)
+    flip = R_virt @ _rot([0, 0, 1], 180)
+    uv_flip = vc.project(KP @ flip.T + r_virt)
+    assert refine_pose(R_virt, r_virt, KP, uv_flip, np.ones(11), vc.K) is None
+    near = R_virt @ _rot([0, 0, 1], 8)  # a small error of the same kind is corrected
+    R1, _ = refine_pose(R_virt, r_virt, KP, vc.project(KP @ near.T + r_virt), np.ones(11), vc.K)
+    np.testing.assert_allclose(R1, near, atol=1e-6)
+
+
+def test_solver_falls_back_to_i2s_without_confident_keypoints():
+    from speedpose.pose.config import SpeedplusExperiment
+    from speedpose.pose.inference import _solve_with_keypoints
+
+    cfg = SpeedplusExperiment.model_validate({"task": "speedplus", "model": {
+        "keypoints": {"enabled": True, "min_confidence": 0.3}, "pose_solver": "fused"}})
+    vc, R, r, R_virt, r_virt, uv = _crop_case(1)
+    logits = _gaussian_logits(uv[None], 16, 16)
+    good = {"kp_logits": logits, "kp_vis_logits": torch.full((1, 11), 10.0)}
+    R_out, r_out, branch = _solve_with_keypoints(good, R_virt[None], np.zeros((1, 3)), [vc], cfg)
+    assert branch[0] in ("kp_translation", "fused")
+    assert np.linalg.norm(r_out[0] - r) < 0.05 * np.linalg.norm(r)
+    unsure = {"kp_logits": logits, "kp_vis_logits": torch.full((1, 11), -10.0)}
+    R_out, r_out, branch = _solve_with_keypoints(unsure, R_virt[None], np.zeros((1, 3)), [vc], cfg)
+    assert branch[0] == "i2s" and (r_out == 0).all()
