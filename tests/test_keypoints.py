@@ -49,11 +49,16 @@ def test_loss_is_lowest_at_the_target_and_ignores_invisible_keypoints():
     assert logits.grad[0, 4].abs().max() == 0 and logits.grad[0, 3].abs().max() > 0
 
 
-def test_head_shapes():
-    head = KeypointHead(112, 16, width=16)
-    out = head(torch.randn(2, 112, 4, 4))
+@pytest.mark.parametrize("encoder, stride", [("tf_efficientnet_lite0", 16), ("resnet18", 32), ("resnet50", 16)])
+def test_head_on_every_encoder_pyramid(encoder, stride):
+    from speedpose.models.encoders import build_encoder
+
+    enc, c = build_encoder(encoder, pretrained=False, stride=stride)
+    f, pyramid = enc.forward_pyramid(torch.randn(2, 3, 64, 64))
+    assert [p.shape[1] for p in pyramid] == list(enc.pyramid_channels)
+    assert [p.shape[-1] for p in pyramid] == [16, 8]
+    out = KeypointHead(c, enc.pyramid_channels, width=16)(f, pyramid)
     assert out["kp_logits"].shape == (2, 11, 16, 16) and out["kp_vis_logits"].shape == (2, 11)
-    assert KeypointHead(320, 32, width=8)(torch.randn(1, 320, 2, 2))["kp_logits"].shape == (1, 11, 16, 16)
 
 
 def _crop_case(seed: int):

@@ -146,10 +146,18 @@ class ResNetFeatures(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         self.out_channels, self.stride = out_channels, stride
         self.input_mean, self.input_std = input_mean, input_std
+        last = net.layer1[-1]
+        c4 = (last.conv3 if hasattr(last, "conv3") else last.conv2).out_channels  # Bottleneck or BasicBlock
+        self.pyramid_channels = (c4, 2 * c4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.forward_pyramid(x)[0]
+
+    def forward_pyramid(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The feature map and the finer maps at strides 4 and 8 (channels ``pyramid_channels``)."""
+        f4 = self.layer1(self.stem(x))
+        f8 = self.layer2(f4)
+        return self.layer4(self.layer3(f8)), [f4, f8]
 
 
 class EfficientNetFeatures(nn.Module):
@@ -164,9 +172,21 @@ class EfficientNetFeatures(nn.Module):
         self.conv_stem, self.bn1, self.blocks = net.conv_stem, net.bn1, net.blocks[:n_stages]
         self.out_channels, self.stride = out_channels, stride
         self.input_mean, self.input_std = input_mean, input_std
+        # stages 1 and 2 end at strides 4 and 8 in every EfficientNet
+        self.pyramid_channels = (self.blocks[1][-1].conv_pwl.out_channels, self.blocks[2][-1].conv_pwl.out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.bn1(self.conv_stem(x)))
+
+    def forward_pyramid(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The feature map and the finer maps at strides 4 and 8 (channels ``pyramid_channels``)."""
+        x = self.bn1(self.conv_stem(x))
+        feats = []
+        for k, stage in enumerate(self.blocks):
+            x = stage(x)
+            if k in (1, 2):
+                feats.append(x)
+        return x, feats
 
 
 def _dilate_layer4(net: nn.Module) -> None:

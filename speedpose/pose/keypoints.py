@@ -1,8 +1,8 @@
 """The 11 Tango keypoints on the crop: a heatmap head, its targets and loss, sub-pixel decoding, and the geometry that
 turns keypoints into a pose in the crop's virtual camera (an undistorted pinhole, so no lens model here).
 
-* :class:`KeypointHead`: the crop encoder's feature map -> 11 heatmaps at stride 4 of the crop (two x2 transposed
-  convolutions, Simple-Baselines style) and 11 visibility logits.
+* :class:`KeypointHead`: the crop encoder's feature pyramid (strides 4, 8 and its final map) -> 11 heatmaps at
+  stride 4 of the crop and 11 visibility logits.
 * Training: per keypoint a softmax over the heatmap's cells against a normalised Gaussian at the keypoint's position
   (:func:`keypoint_loss`), only for keypoints inside the crop and visible (not hidden by the spacecraft itself);
   visibility itself by binary cross-entropy.
@@ -31,29 +31,39 @@ HEATMAP_STRIDE = 4
 
 
 class KeypointHead(nn.Module):
-    """Feature map (B, C, h, w) at stride ``encoder_stride`` -> ``kp_logits`` (B, 11, S/4, S/4) and ``kp_vis_logits``
-    (B, 11) for crops of side S.
+    """Encoder features -> ``kp_logits`` (B, 11, S/4, S/4) and ``kp_vis_logits`` (B, 11) for crops of side S.
+
+    A small feature pyramid: the encoder's final map (stride 16 or 32) is projected to ``width`` channels,
+    upsampled to stride 8 and added to the projected stride-8 map, then to stride 4 with the stride-4 map (each sum
+    followed by a 3x3 conv-BN-ReLU); 11 heatmaps on top.  The visibility logits come from the pooled final map.
 
     Args:
-        in_channels: C.
-        encoder_stride: 16 or 32 (two or three x2 upsamplings to stride 4).
-        width: channels of the upsampling layers.
+        in_channels: channels of the final map.
+        pyramid_channels: channels of the stride-4 and stride-8 maps.
+        width: channels of the pyramid.
     """
 
-    def __init__(self, in_channels: int, encoder_stride: int, width: int = 64):
+    def __init__(self, in_channels: int, pyramid_channels: tuple[int, int], width: int = 64):
         super().__init__()
-        layers: list[nn.Module] = []
-        c, s = in_channels, encoder_stride
-        while s > HEATMAP_STRIDE:
-            layers += [nn.ConvTranspose2d(c, width, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(width),
-                       nn.ReLU(inplace=True)]
-            c, s = width, s // 2
-        self.up = nn.Sequential(*layers)
-        self.heat = nn.Conv2d(c, N_KEYPOINTS, 1)
+        c4, c8 = pyramid_channels
+        self.lateral = nn.ModuleList([nn.Conv2d(in_channels, width, 1), nn.Conv2d(c8, width, 1),
+                                      nn.Conv2d(c4, width, 1)])
+        self.smooth = nn.ModuleList([_conv_bn_relu(width), _conv_bn_relu(width)])
+        self.heat = nn.Conv2d(width, N_KEYPOINTS, 1)
         self.vis = nn.Linear(in_channels, N_KEYPOINTS)
 
-    def forward(self, fmap: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"kp_logits": self.heat(self.up(fmap)), "kp_vis_logits": self.vis(fmap.mean(dim=(2, 3)))}
+    def forward(self, fmap: torch.Tensor, pyramid: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``fmap`` (B, C, h, w); ``pyramid`` [stride-4 map, stride-8 map]."""
+        f4, f8 = pyramid
+        x = self.lateral[0](fmap)
+        for lateral, smooth, skip in ((self.lateral[1], self.smooth[0], f8), (self.lateral[2], self.smooth[1], f4)):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = smooth(x + lateral(skip))
+        return {"kp_logits": self.heat(x), "kp_vis_logits": self.vis(fmap.mean(dim=(2, 3)))}
+
+
+def _conv_bn_relu(c: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True))
 
 
 def cell_centres(n: int, stride: int = HEATMAP_STRIDE) -> torch.Tensor:

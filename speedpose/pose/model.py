@@ -45,18 +45,23 @@ class CropNet(nn.Module):
                                          hidden_channels=i2s.hidden_channels, fmap_hw=(fmap, fmap),
                                          proj_level=i2s.proj_level, proj_sigma=i2s.proj_sigma,
                                          train_grid_level=i2s.train_grid_level))
-        self.kp_head = KeypointHead(c, m.encoder_stride, m.keypoints.width) if m.keypoints.enabled else None
+        self.kp_head = KeypointHead(c, self.encoder.pyramid_channels, m.keypoints.width) \
+            if m.keypoints.enabled else None
         self.reduce = nn.Sequential(nn.Conv2d(c, 32, 1), nn.ReLU(inplace=True))
         self.trans = nn.Sequential(nn.Flatten(), nn.Linear(32 * fmap * fmap + c, m.translation_hidden),
                                    nn.ReLU(inplace=True), nn.Linear(m.translation_hidden, 3))
 
     def forward(self, crops_u8: torch.Tensor) -> dict[str, torch.Tensor]:
-        f = self.encoder(normalise_u8(crops_u8, 3, self.encoder.input_mean, self.encoder.input_std))
+        x = normalise_u8(crops_u8, 3, self.encoder.input_mean, self.encoder.input_std)
+        if self.kp_head is None:
+            f, pyramid = self.encoder(x), None
+        else:
+            f, pyramid = self.encoder.forward_pyramid(x)
         pooled = f.mean(dim=(2, 3))
         t = self.trans[1:](torch.cat([self.reduce(f).flatten(1), pooled], dim=1))
         out = {"coeffs": self.head(f), "t": t}
         if self.kp_head is not None:
-            out.update(self.kp_head(f))
+            out.update(self.kp_head(f, pyramid))
         return out
 
 
