@@ -6,7 +6,7 @@ Variants, timed in interleaved rounds in one process (so that load changes hit a
   fp32            one forward + backward + SGD step (our step)
   two_forward     the same plus a second full forward pass (what the reference SPEED+ fork does per step)
   channels_last   fp32 with channels_last images and encoder
-  bf16            torch.autocast(cpu, bfloat16)
+  bf16            torch.autocast(device, bfloat16)
   bf16_cl         bf16 + channels_last
 Also the split of the fp32 step between the encoder (forward+backward) and the spherical head + loss, and the
 machine's ceiling: the floating-point work of one training image (counted by torch.utils.flop_counter) against the
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
     opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9, nesterov=True)
     x = torch.randn(args.batch, 3, 224, 224, device=dev)
     R = random_rotation_matrices(args.batch, torch.Generator().manual_seed(1)).to(dev)
-    amp_dtype = torch.bfloat16 if dev.type == "cpu" else torch.float16
+    amp_dtype = torch.bfloat16  # what the engine's amp=auto uses on CUDA too
 
     def make_step(channels_last: bool, amp: bool, two_forward: bool):
         xin = x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()

@@ -17,7 +17,7 @@
 #                             with the dense level-5 argmax on 200 distributions, dense level-4 baseline
 #   i2s_train_resnet50  60 s  tools/bench_i2s_train.py on the GPU: the training step of configs/speedplus.yaml's
 #                             network (ResNet-50 + I2S head, 224 px, batch 64): fp32, channels_last and autocast
-#                             variants (the tool's "bf16" variants use float16 autocast on CUDA)
+#                             variants (bf16 autocast)
 #   nccl                45 s  torchrun, 1 process: an NCCL process group (init with device_id, all_reduce,
 #                             broadcast, barrier); the engine itself only creates a group for 2+ processes
 #   standin            150 s  tools/bench_learning.py --prepare-only: render and preprocess the small stand-in
@@ -26,7 +26,7 @@
 #                             CUDA): summary.json (world size, precision, steps, stop reason), samples/s
 #   speedplus_engine    75 s  speedpose train with configs/speedplus.yaml (random init) on the stand-in, 40 steps:
 #                             the real config's step through the engine (bf16, data loading included), samples/s
-#   learning      up to 240 s  tools/bench_learning.py (standin_cpu, bf16 on CUDA, batch 64): the learning curve
+#   learning      up to 240 s  tools/bench_learning.py (standin_cpu as shipped, bf16 on CUDA): the learning curve
 #                             for the time left (1 to 2.5 minutes of training, about 2 when the parts before take
 #                             their usual time; 100 s are kept for set-up, validations and the final evaluation)
 #
@@ -70,7 +70,7 @@ WORKERS=$(( CORES >= 16 ? 8 : (CORES > 2 ? CORES / 2 : 1) ))
 STANDIN="$OUT/standin"
 PREP="$OUT/standin-prep"                 # bench_learning.py preprocesses <root> into <root>-prep
 STANDIN_SIZES=(--frames 300 --val 100 --test 50 --crops 10000)
-LEARN_OVERRIDES=(train.device=cuda train.amp=bf16 "train.workers=$WORKERS" train.batch_size=64)
+LEARN_OVERRIDES=(train.device=cuda train.amp=bf16 "train.workers=$WORKERS")
 LEARN_OVERHEAD_S=100                     # set-up, validations and final evaluation around the training minutes
 
 mkdir -p "$OUT/parts" "$OUT/logs" || exit 2
