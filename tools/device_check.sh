@@ -30,7 +30,8 @@
 #                             for the time left (1 to 2.5 minutes of training, about 2 when the parts before take
 #                             their usual time; 100 s are kept for set-up, validations and the final evaluation)
 #
-# Typical total on a 16-core H200 machine: about 7.5 minutes (the learning part takes what the others leave).
+# Planned total: about 7.5 minutes (the learning part takes what the others leave); the time limits, not a
+# measurement, bound it: the CUDA path has not yet run on a GPU (none was lent to the sessions that wrote it).
 # Parts that need the stand-in are skipped when it could not be rendered.  Between runs into the same OUT_DIR the
 # stand-in is kept (a second run skips most of the rendering); runs/, learning/, parts/ and logs/ are replaced.
 #
