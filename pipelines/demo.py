@@ -24,10 +24,13 @@ from typing import Sequence
 
 from speedpose.errors import InputError
 from speedpose.io_utils import atomic_write_json, read_json
+from speedpose.training.checkpoint import load_checkpoint
 
 #: seconds of inference per image on a 2-core CPU (standin_cpu: localiser, Lite0 on the crop, mode search at
 #: level 5; 0.015-0.02 s measured on one core), with a margin for slower machines
 EVAL_S_PER_IMAGE = 0.05
+#: share of the training stage's wall budget given to training steps (the rest: set-up, validations, checkpoints)
+TRAIN_SHARE = 0.9
 #: fixed overhead of each evaluation (model loading, figures, HTML) [s]
 EVAL_OVERHEAD_S = 15.0
 
@@ -83,10 +86,14 @@ def _train(root: Path, prep: Path, runs: Path, p: DemoPlan, minutes_left: float,
                 "global_step": s.get("global_step"), "best_value": s.get("best_value")}
     resume = (run_dir / "last.pt").is_file()
     budget = max(0.2, minutes_left)
+    # the training-time budget (validation and set-up excluded; a resumed run's time so far counts too): the
+    # config's cosine, when fitted to it (schedule.fit_time_budget), anneals to 0 as the wall budget ends
+    spent_s = float(load_checkpoint(run_dir / "last.pt").get("train_time_s") or 0.0) if resume else 0.0
+    train_budget = spent_s / 60 + TRAIN_SHARE * budget
     # a tiny budget renders fewer training images than the config's batch: shrink the batch to fit
     cfg = load_config(train.resolve_config(p.config, "speedplus"))
     n_data = p.crops if (cfg.model.kind == "crop" and cfg.data.crop_set) else p.train
-    extra = [f"data.prep_dir={prep}",
+    extra = [f"data.prep_dir={prep}", f"train.max_train_time_min={train_budget:.3f}",
              *([f"train.batch_size={n_data}"] if n_data < cfg.train.batch_size else []),
              *overrides]
     s = train.run(root, p.config, extra, out=runs, name=name, resume=resume, max_time_min=budget,

@@ -342,3 +342,26 @@ def test_mid_epoch_validation_by_steps_and_training_minutes(reference_run, tmp_p
     s2 = fit(ToyTask(cfg), toy_cfg("train.max_train_time_min=1e-9"), tmp_path / "budget", resume=True,
              progress=False)
     assert s2.global_step == 2 and load_checkpoint(tmp_path / "budget" / "last.pt")["train_time_s"] > spent
+
+
+def test_cosine_fitted_to_the_training_time_budget(tmp_path, monkeypatch):
+    """With schedule.fit_time_budget the learning rate follows the training time spent: a budget of 12 fake
+    seconds with each step taking 1 s (a patched clock) anneals the cosine by time, far ahead of its 120 steps,
+    and the run stops at the budget with the rate at 0."""
+    from speedpose.training import loop as loop_mod
+
+    clock = {"t": 0.0}
+
+    def fake_perf_counter():
+        clock["t"] += 0.5  # two readings per step: 1 s per step
+        return clock["t"]
+
+    monkeypatch.setattr(loop_mod.time, "perf_counter", fake_perf_counter)
+    cfg = toy_cfg("schedule.name=cosine", "schedule.fit_time_budget=true", "train.epochs=30",
+                  "train.max_train_time_min=0.2", "train.log_every_steps=1")
+    s = fit(ToyTask(cfg), cfg, tmp_path, progress=False)
+    rows = [r for r in read_metrics(tmp_path / "metrics.csv") if r["name"] == "lr"]
+    lrs = [float(r["value"]) for r in rows]
+    assert s.stopped == "max_time" and 8 <= s.global_step <= 16  # 12 s at ~1 s per step, not 120 steps
+    assert lrs[0] == pytest.approx(0.05) and all(b <= a for a, b in zip(lrs, lrs[1:]))
+    assert lrs[-1] < 0.05 * 0.1  # annealed by time: the step fraction alone would leave it near 0.05

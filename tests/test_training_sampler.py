@@ -132,3 +132,14 @@ def test_seeded_dataset_passes_the_step_to_a_curriculum_hook():
     (s1, r1), (s2, r2) = ds[(1, 2, 7)], ds[(1, 2, 9)]
     assert (s1, s2) == (7, 9) and r1 == r2
     assert ds[(1, 2)][1] == r1
+
+
+def test_cosine_fitted_to_a_time_budget():
+    """schedule.fit_time_budget: the cosine's progress is the larger of the step fraction and the fraction of the
+    training-time budget spent, so the rate reaches 0 when the budget ends even if the last step is far away."""
+    cos = ScheduleConfig(name="cosine", fit_time_budget=True)
+    assert lr_factor(10, cos, 10, 100, time_fraction=0.5) == pytest.approx(0.5)   # time ahead of steps
+    assert lr_factor(50, cos, 10, 100, time_fraction=0.1) == pytest.approx(0.5)   # steps ahead of time
+    assert lr_factor(10, cos, 10, 100, time_fraction=1.7) == pytest.approx(0.0, abs=1e-12)  # past the budget
+    with pytest.raises(ValueError, match="fit_time_budget=true needs name=cosine"):
+        ScheduleConfig(name="step", fit_time_budget=True)

@@ -55,6 +55,16 @@ class ScheduleConfig(ConfigModel):
     step_size_epochs: int = Field(15, ge=1, description="epochs between two decays (step only)")
     gamma: float = Field(0.1, gt=0, le=1, description="decay factor (step only)")
     warmup_steps: int = Field(0, ge=0, description="linear warm-up from lr/warmup_steps to lr over this many steps")
+    fit_time_budget: bool = Field(False, description="cosine only: with train.max_train_time_min set, the schedule's "
+                                  "progress is the larger of step / last step and training time / budget, so the "
+                                  "learning rate reaches 0 when the budget ends on a machine of any speed (the "
+                                  "step at which it stops then depends on the machine)")
+
+    @model_validator(mode="after")
+    def _time_fit_needs_cosine(self) -> "ScheduleConfig":
+        if self.fit_time_budget and self.name != "cosine":
+            raise ValueError(f"fit_time_budget=true needs name=cosine (got name={self.name})")
+        return self
 
 
 class TrainConfig(ConfigModel):

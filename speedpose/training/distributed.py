@@ -114,6 +114,15 @@ def any_rank(flag: bool, ctx: DistContext) -> bool:
     return bool(t.item())
 
 
+def max_over_ranks(value: float, ctx: DistContext) -> float:
+    """The largest ``value`` over the ranks (a collective: every rank must call it)."""
+    if not ctx.distributed:
+        return float(value)
+    t = torch.tensor([float(value)], dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
 def gather_objects(obj: Any, ctx: DistContext) -> list[Any]:
     """``[obj of rank 0, obj of rank 1, ...]`` on every rank (picklable objects; a collective)."""
     if not ctx.distributed:

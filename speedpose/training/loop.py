@@ -40,6 +40,7 @@ from speedpose.training.distributed import (
     any_rank,
     barrier,
     gather_objects,
+    max_over_ranks,
     setup_distributed,
     teardown_distributed,
 )
@@ -148,8 +149,12 @@ class _Trainer:
         params = groups_fn(self.model) if callable(groups_fn) else self.model.parameters()
         self.optimizer = build_optimizer(params, cfg.optim)
         self.steps_per_epoch = self.sampler.steps_per_epoch
+        # schedule.fit_time_budget: the cosine also follows the fraction of train.max_train_time_min spent
+        self._time_fraction = 0.0
+        self._time_budget_s = (60.0 * tcfg.max_train_time_min
+                               if cfg.schedule.fit_time_budget and tcfg.max_train_time_min is not None else None)
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, self.steps_per_epoch,
-                                         self.steps_per_epoch * tcfg.epochs)
+                                         self.steps_per_epoch * tcfg.epochs, lambda: self._time_fraction)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.scaler)
 
         self.epoch = 0
@@ -217,6 +222,8 @@ class _Trainer:
             self.best_value, self.best_step = best.get("value"), best.get("step")
         self.last_val = ckpt.get("val_metrics")
         self.train_time_s = self._last_val_time_s = float(ckpt.get("train_time_s") or 0.0)
+        if self._time_budget_s is not None:
+            self._time_fraction = max_over_ranks(self.train_time_s / self._time_budget_s, self.ctx)
         self.resumed_from = self.global_step
         rng = ckpt.get("rng") or []
         if len(rng) == self.ctx.world_size:
@@ -263,6 +270,8 @@ class _Trainer:
         if self.ctx.distributed and self.global_step % self.tcfg.log_every_steps:
             # under DDP the time/signal check is a collective (a device sync): only at logging steps
             return reason
+        if self._time_budget_s is not None:  # every rank the same fraction, so the same learning rate
+            self._time_fraction = max_over_ranks(self.train_time_s / self._time_budget_s, self.ctx)
         over_time = (self.tcfg.max_time_min is not None and time.monotonic() - t0 > 60.0 * self.tcfg.max_time_min) \
             or (self.tcfg.max_train_time_min is not None and self.train_time_s > 60.0 * self.tcfg.max_train_time_min)
         local = self._signal or over_time
