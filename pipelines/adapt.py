@@ -40,7 +40,7 @@ from speedpose.adapt.config import METHODS, TARGET_DOMAINS, AdaptExperiment
 from speedpose.adapt.norm_refine import refinable_keys, refine
 from speedpose.adapt.self_training import self_train
 from speedpose.adapt.targets import unlabelled_view
-from speedpose.config import RESOLVED_NAME, config_hash, config_to_dict, load_config, with_options
+from speedpose.config import RESOLVED_NAME, Override, config_hash, config_to_dict, load_config, with_options
 from speedpose.data.loader import PreprocessedSplit, open_split
 from speedpose.data.subsets import evenly_spaced
 from speedpose.errors import InputError
@@ -64,7 +64,7 @@ def default_out(run_dir: Path, domain: str, method: str) -> Path:
     return run_dir.parent / f"{run_dir.name}-adapt-{domain}-{method}"
 
 
-def load_adapt_config(config: str | Path | None, overrides: Sequence[str] = ()) -> AdaptExperiment:
+def load_adapt_config(config: str | Path | None, overrides: Sequence[Override] = ()) -> AdaptExperiment:
     """The adaptation settings: ``configs/adapt.yaml`` by default, a shipped name, or a file; plus overrides."""
     path = Path(config) if config is not None else CONFIG_DIR / "adapt.yaml"
     if config is not None and not path.is_file() and (CONFIG_DIR / f"{config}.yaml").is_file():

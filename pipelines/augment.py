@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from speedpose.config import load_config
+from speedpose.config import load_config, with_options
 from speedpose.data.loader import open_split
 from speedpose.errors import InputError
 from speedpose.geometry.rotations import matrix_to_quat_wxyz
@@ -104,7 +104,7 @@ def run(root: Path | None, config: str | None, overrides: Sequence[str], preview
 
     if preview_png is None and materialise_dir is None:
         raise InputError("nothing to do: pass --preview FILE.png and/or --materialise DIR")
-    extra = list(overrides) + ([f"data.root={Path(root).resolve()}"] if root is not None else [])
+    extra = with_options(overrides, {"data.root": Path(root).resolve() if root is not None else None})
     cfg = load_config(resolve_config(config, "speedplus"), extra)
     done = []
     if preview_png is not None:

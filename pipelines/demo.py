@@ -86,8 +86,8 @@ def _train(root: Path, prep: Path, runs: Path, p: DemoPlan, minutes_left: float,
     # a tiny budget renders fewer training images than the config's batch: shrink the batch to fit
     cfg = load_config(train.resolve_config(p.config, "speedplus"))
     n_data = p.crops if (cfg.model.kind == "crop" and cfg.data.crop_set) else p.train
-    extra = [f"data.prep_dir={prep}",
-             *([f"train.batch_size={n_data}"] if n_data < cfg.train.batch_size else []),
+    extra = [("data.prep_dir", prep),
+             *([("train.batch_size", n_data)] if n_data < cfg.train.batch_size else []),
              *overrides]
     s = train.run(root, p.config, extra, out=runs, name=name, resume=resume, max_time_min=budget,
                   progress=progress)

@@ -63,7 +63,7 @@ def run(run_dir: Path, dataset: str, root: Path | None = None, split: str = "tes
     cfg_file = run_dir / RESOLVED_NAME
     if not cfg_file.is_file():
         raise InputError(f"not a run folder (expected {RESOLVED_NAME} written by `speedpose train`)", run_dir)
-    overrides = [f"data.root={Path(root).resolve()}"] if root is not None else []
+    overrides = [("data.root", Path(root).resolve())] if root is not None else []
     cfg = load_config(cfg_file, overrides)
     if cfg.task != dataset:
         raise ConfigError(f"{cfg_file}: the run was trained on {cfg.task!r}, not --dataset {dataset}")

@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
-from speedpose.config import load_config, with_options
+from speedpose.config import Override, load_config, with_options
 from speedpose.config.registry import get_experiment
 from speedpose.errors import ConfigError, InputError
 from speedpose.training import fit
@@ -54,11 +54,12 @@ def run_folder(out: Path, name: str, resume: bool) -> Path:
     return cand
 
 
-def run(root: Path | None, config: str | Path | None = None, overrides: Sequence[str] = (), dataset: str = "speedplus",
-        split: float | None = None, epochs: int | None = None, device: str | None = None, out: Path = Path("runs"),
-        name: str | None = None, resume: bool = False, max_time_min: float | None = None,
-        progress: bool | None = None):
-    """Train; returns the engine's :class:`~speedpose.training.FitSummary`."""
+def run(root: Path | None, config: str | Path | None = None, overrides: Sequence[Override] = (),
+        dataset: str = "speedplus", split: float | None = None, epochs: int | None = None,
+        device: str | None = None, out: Path = Path("runs"), name: str | None = None, resume: bool = False,
+        max_time_min: float | None = None, progress: bool | None = None):
+    """Train; returns the engine's :class:`~speedpose.training.FitSummary`.  ``overrides``: dotted ``key=value``
+    strings (read as YAML) or ``(dotted key, value)`` pairs; the options (``root``, ``split``...) override both."""
     cfg_path = resolve_config(config, dataset)
     extra = with_options(overrides, {
         "data.root": Path(root).resolve() if root is not None else None, "data.split": split,

@@ -61,7 +61,7 @@ def test_report_agrees_with_per_image_csv(lightbox_report, tiny_prepared):
     assert m["score"] == pytest.approx(df["score_orientation"].mean() + df["score_position"].mean(), abs=1e-9)
     assert m["e_r_median_deg"] == pytest.approx(df["e_r_deg"].median(), abs=1e-6)
     assert m["e_t_mean_m"] == pytest.approx(df["e_t_m"].mean(), abs=1e-9)
-    assert m["acc@10"] == pytest.approx((df["e_r_deg"] < 10).mean())
+    assert m["acc@10"] == pytest.approx((df["e_r_deg"] <= 10).mean())
     assert rep["spec2021"]["score"] == pytest.approx(m["score"], abs=1e-9)  # the Foundation's scorer
     n_bins = sum(b["count"] for b in rep["breakdowns"]["distance"].values())
     assert n_bins == len(df)
@@ -109,6 +109,36 @@ def test_perfect_predictions_score_zero(tiny_prepared, tmp_path):
     df = per_image_table(["a", "b"], q, r, q, r, thresholds=True, truncated=np.array([False, True]))
     m = summarise(df)
     assert m["score"] == 0 and m["acc@2"] == 1.0 and m["e_r_median_deg"] == 0
+
+
+def test_report_and_validation_summarise_with_one_rule():
+    """``speedpose evaluate`` (summarise of the per-image table) and validation (pose_metrics) give the same numbers
+    for the same predictions; an error of exactly k degrees counts within Acc@k."""
+    from types import SimpleNamespace
+
+    from speedpose.geometry.rotations import axis_angle_to_matrix, matrix_to_quat_wxyz
+    from speedpose.pose.task import pose_metrics
+
+    q_gt = np.tile([1.0, 0, 0, 0], (3, 1))
+    r_gt = np.array([[0.0, 0, 5], [0.5, 0, 7], [0, -0.3, 9]])
+    q_est = matrix_to_quat_wxyz(axis_angle_to_matrix(np.radians([[0, 0, 1.0], [0, 9.0, 0], [45.0, 0, 0]])))
+    r_est = r_gt + [[0.1, 0, 0], [0, 0, 0.2], [0, 0, 0]]
+    box_true = np.array([[10.0, 10, 50, 50], [0, 0, 20, 20], [5, 5, 15, 15]])
+    box_pred = box_true + [[0, 0, 10, 0], [0, 0, 0, 0], [np.nan] * 4]
+    df = per_image_table(["a", "b", "c"], q_est, r_est, q_gt, r_gt, thresholds=False, box_pred_xyxy=box_pred,
+                         box_true_xyxy=box_true)
+    pred = SimpleNamespace(indices=np.arange(3), q_wxyz=q_est, r_cam_m=r_est, box_xyxy=box_pred)
+    split = SimpleNamespace(q_wxyz=q_gt, r_cam_m=r_gt, kp_box=lambda clipped: box_true)
+    report, val = summarise(df), pose_metrics(pred, split, thresholds=False)
+    assert set(report) == set(val)
+    for k in val:
+        assert report[k] == pytest.approx(val[k], abs=1e-9), k
+    assert report["acc@10"] == pytest.approx(2 / 3) and report["acc@30"] == pytest.approx(2 / 3)
+    assert report["loc_iou"] == pytest.approx((40 * 40 / (50 * 40) + 1.0) / 2)
+    df["e_r_deg"] = [2.0, 10.0, 30.0]  # exactly on the thresholds
+    on = summarise(df)
+    assert (on["acc@2"], on["acc@5"], on["acc@10"], on["acc@30"]) == (pytest.approx(1 / 3), pytest.approx(1 / 3),
+                                                                      pytest.approx(2 / 3), 1.0)
 
 
 def test_breakdowns_split_by_distance_and_truncation():

@@ -151,8 +151,8 @@ def main() -> None:
     run_dir = out / name
     if (run_dir / "summary.json").exists():
         raise SystemExit(f"{run_dir} holds a finished run: choose another --name or delete it")
-    overrides = [*args.overrides, f"data.prep_dir={prep}", f"train.max_train_time_min={args.minutes}",
-                 f"train.val_every_min={args.every}", f"data.val_limit={args.val_limit}"]
+    overrides = [*args.overrides, ("data.prep_dir", prep), ("train.max_train_time_min", args.minutes),
+                 ("train.val_every_min", args.every), ("data.val_limit", args.val_limit)]
     t0 = time.monotonic()
     summary = train.run(root, args.config, overrides, out=out, name=name, resume=(run_dir / "last.pt").exists())
     train_wall = time.monotonic() - t0

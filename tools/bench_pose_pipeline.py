@@ -43,7 +43,7 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = load_config(resolve_config(args.config, "speedplus"), [f"data.root={args.root}", *args.overrides])
+    cfg = load_config(resolve_config(args.config, "speedplus"), [("data.root", args.root), *args.overrides])
     task = SpeedplusTask(cfg)
     ds = task.train_dataset()
     n = len(ds)

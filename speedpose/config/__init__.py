@@ -3,14 +3,16 @@
 Public API::
 
     ConfigModel, OptimConfig, ScheduleConfig, TrainConfig, ExperimentConfig   # sections and the base schema
-    register_experiment, get_experiment, list_experiments, ExperimentEntry    # task: key -> schema (and Task)
+    BUILTIN_EXPERIMENTS, register_experiment, get_experiment, list_experiments, ExperimentEntry
+                                                    # task: key -> schema (and Task), an explicit table
     load_config(path, overrides=(), schema=None) -> ExperimentConfig subclass instance
-    parse_overrides, apply_overrides, validate_config, with_options
+    Override, parse_overrides, apply_overrides, validate_config, with_options   # "key=value" or (key, value)
     config_hash(cfg, exclude=()), save_resolved(cfg, run_dir), config_to_dict, diff_configs, describe_config
 """
 
 from speedpose.config.loading import (
     RESOLVED_NAME,
+    Override,
     apply_overrides,
     config_hash,
     config_to_dict,
@@ -23,8 +25,8 @@ from speedpose.config.loading import (
     with_options,
 )
 from speedpose.config.registry import (
+    BUILTIN_EXPERIMENTS,
     ExperimentEntry,
-    discover_experiments,
     get_experiment,
     list_experiments,
     register_experiment,
@@ -32,8 +34,8 @@ from speedpose.config.registry import (
 from speedpose.config.sections import ConfigModel, ExperimentConfig, OptimConfig, ScheduleConfig, TrainConfig
 
 __all__ = [
-    "RESOLVED_NAME", "ConfigModel", "ExperimentConfig", "ExperimentEntry", "OptimConfig", "ScheduleConfig",
-    "TrainConfig", "apply_overrides", "config_hash", "config_to_dict", "describe_config", "diff_configs",
-    "discover_experiments", "get_experiment", "list_experiments", "load_config", "parse_overrides",
+    "BUILTIN_EXPERIMENTS", "RESOLVED_NAME", "ConfigModel", "ExperimentConfig", "ExperimentEntry", "OptimConfig",
+    "Override", "ScheduleConfig", "TrainConfig", "apply_overrides", "config_hash", "config_to_dict",
+    "describe_config", "diff_configs", "get_experiment", "list_experiments", "load_config", "parse_overrides",
     "register_experiment", "save_resolved", "validate_config", "with_options",
 ]
