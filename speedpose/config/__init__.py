@@ -7,6 +7,7 @@ Public API::
     load_config(path, overrides=(), schema=None) -> ExperimentConfig subclass instance
     parse_overrides, apply_overrides, validate_config, with_options
     config_hash(cfg, exclude=()), save_resolved(cfg, run_dir), config_to_dict, diff_configs, describe_config
+    find_config(name_or_path) -> Path, shipped_configs() -> {name: path}, shipped_config_dir()  # installed or not
 """
 
 from speedpose.config.loading import (
@@ -30,10 +31,12 @@ from speedpose.config.registry import (
     register_experiment,
 )
 from speedpose.config.sections import ConfigModel, ExperimentConfig, OptimConfig, ScheduleConfig, TrainConfig
+from speedpose.config.shipped import find_config, shipped_config_dir, shipped_configs
 
 __all__ = [
     "RESOLVED_NAME", "ConfigModel", "ExperimentConfig", "ExperimentEntry", "OptimConfig", "ScheduleConfig",
     "TrainConfig", "apply_overrides", "config_hash", "config_to_dict", "describe_config", "diff_configs",
-    "discover_experiments", "get_experiment", "list_experiments", "load_config", "parse_overrides",
-    "register_experiment", "save_resolved", "validate_config", "with_options",
+    "discover_experiments", "find_config", "get_experiment", "list_experiments", "load_config", "parse_overrides",
+    "register_experiment", "save_resolved", "shipped_config_dir", "shipped_configs", "validate_config",
+    "with_options",
 ]
