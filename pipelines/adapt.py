@@ -41,6 +41,7 @@ from speedpose.adapt.norm_refine import refinable_keys, refine
 from speedpose.adapt.self_training import self_train
 from speedpose.adapt.targets import unlabelled_view
 from speedpose.config import RESOLVED_NAME, Override, config_hash, config_to_dict, load_config, with_options
+from speedpose.config.shipped import find_config
 from speedpose.data.loader import PreprocessedSplit, open_split
 from speedpose.data.subsets import evenly_spaced
 from speedpose.errors import InputError
@@ -51,7 +52,6 @@ from speedpose.training import BEST_NAME, LAST_NAME, MetricsLog, load_checkpoint
 
 from pipelines.evaluate import open_or_preprocess
 from pipelines.predict import resolve_device
-from pipelines.train import CONFIG_DIR
 
 RECORD_NAME = "adapt.json"
 WORK = ".adapt"
@@ -66,13 +66,7 @@ def default_out(run_dir: Path, domain: str, method: str) -> Path:
 
 def load_adapt_config(config: str | Path | None, overrides: Sequence[Override] = ()) -> AdaptExperiment:
     """The adaptation settings: ``configs/adapt.yaml`` by default, a shipped name, or a file; plus overrides."""
-    path = Path(config) if config is not None else CONFIG_DIR / "adapt.yaml"
-    if config is not None and not path.is_file() and (CONFIG_DIR / f"{config}.yaml").is_file():
-        path = CONFIG_DIR / f"{config}.yaml"
-    if not path.is_file():
-        raise InputError("adaptation config not found (expected a YAML file with task: adapt, e.g. configs/"
-                         "adapt.yaml)", path)
-    return load_config(path, overrides, schema=AdaptExperiment)
+    return load_config(find_config("adapt" if config is None else config), overrides, schema=AdaptExperiment)
 
 
 def _open(root: Path, domain: str, split: str, prep_dir: Path | None, progress: bool) -> PreprocessedSplit:
@@ -124,7 +118,7 @@ def _clean_up(out: Path) -> None:
     shutil.rmtree(out / WORK, ignore_errors=True)
 
 
-def run(run_dir: Path, root: Path, domain: str, method: str, out: Path | None = None,
+def run(run_dir: Path, root: Path, domain: str, method: str, *, out: Path | None = None,
         config: str | Path | None = None, overrides: Sequence[str] = (), seed: int | None = None,
         device: str | None = None, checkpoint: str = "best", prep_dir: Path | None = None,
         progress: bool = True) -> dict:

@@ -97,8 +97,8 @@ def materialise(cfg: SpeedplusExperiment, out: Path, copies: int = 1, seed: int 
     return out
 
 
-def run(root: Path | None, config: str | None, overrides: Sequence[str], preview_png: Path | None,
-        materialise_dir: Path | None, n: int, copies: int, seed: int) -> list[Path]:
+def run(root: Path | None, config: str | None, overrides: Sequence[str] = (), *, preview_png: Path | None = None,
+        materialise_dir: Path | None = None, n: int = 16, copies: int = 1, seed: int = 0) -> list[Path]:
     """CLI entry: at least one of ``preview_png`` / ``materialise_dir``."""
     from pipelines.train import resolve_config
 

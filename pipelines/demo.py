@@ -95,7 +95,7 @@ def _train(root: Path, prep: Path, runs: Path, p: DemoPlan, minutes_left: float,
             "global_step": s.global_step, "best_value": s.best_value, "budget_min": round(budget, 2)}
 
 
-def run(out: Path = Path("demo"), minutes: float = 15.0, config: str = "standin_cpu",
+def run(out: Path = Path("demo"), minutes: float = 15.0, *, config: str = "standin_cpu",
         overrides: Sequence[str] = (), sizes: DemoPlan | None = None, n_examples: int = 4,
         n_distributions: int = 2, progress: bool = True) -> dict:
     """Run the demo into ``out`` (see the module docstring); returns the summary also written to

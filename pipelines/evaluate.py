@@ -14,12 +14,13 @@ Outputs in ``out`` (default ``<run>/eval/<domain>-<split>-<checkpoint>``):
 * ``figures/``: error histograms, errors versus distance, overlays of the worst and best images, SO(3)
   distribution plots; ``report.html`` shows them all.
 
-Inference runs in resumable chunks (``out/.cache``, discarded when the run, checkpoint, config or dataset changes).
+Inference runs in resumable chunks kept in ``out/.cache`` (:func:`inference_key`: run, checkpoint file, config,
+dataset fingerprint, domain, split, batch size): an interrupted evaluation resumes, and a re-run with the same inputs
+reuses every prediction and only redraws the report; a change of any of them discards the cache.
 """
 
 from __future__ import annotations
 
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -80,7 +81,7 @@ def select_examples(df, n: int) -> tuple[list[int], list[int]]:
     return [int(k) for k in order[::-1][:n]], [int(k) for k in order[:n]]
 
 
-def run(run_dir: Path, root: Path, domain: str, split: str | None = None, checkpoint: str = "best",
+def run(run_dir: Path, root: Path, domain: str, *, split: str | None = None, checkpoint: str = "best",
         out: Path | None = None, prep_dir: Path | None = None, device: str | None = "auto",
         batch_size: int | None = None, n_examples: int = 6, n_distributions: int = 4,
         progress: bool = True) -> dict:
@@ -184,7 +185,6 @@ def run(run_dir: Path, root: Path, domain: str, split: str | None = None, checkp
     }
     write_report_html(out / "report.html", report, figures, examples["worst"], examples["best"], dists)
     atomic_write_json(out / "report.json", report)
-    shutil.rmtree(out / ".cache", ignore_errors=True)
     report["out"] = str(out)
     return report
 

@@ -53,7 +53,7 @@ def _device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def run(run_dir: Path, dataset: str, root: Path | None = None, split: str = "test", checkpoint: str = "last",
+def run(run_dir: Path, dataset: str, root: Path | None = None, *, split: str = "test", checkpoint: str = "last",
         out: Path | None = None, device: str = "auto", batch_size: int | None = None,
         log_likelihood: bool | None = None, workers: int = 0, progress: bool = True) -> dict:
     """Evaluate a benchmark run; returns the metrics dict written to ``metrics.json``."""

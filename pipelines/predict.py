@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from speedpose.camera import Camera, load_camera, speedplus_camera
-from speedpose.data.image_store import read_gray, resize_gray
+from speedpose.data.image_store import load_resized, read_gray
 from speedpose.errors import InputError
 from speedpose.io_utils import atomic_path, atomic_write_json, atomic_write_text, read_json
 from speedpose.models.i2s import so3_distribution
@@ -86,7 +86,13 @@ class ImageFiles:
         return self._full[i]
 
     def image(self, i: int) -> np.ndarray:
-        return resize_gray(self.full_image(i), self.size)
+        """uint8 (H, W) at ``size``, decoded exactly as ``speedpose preprocess`` stores a frame (DCT-scaled JPEG
+        decoding, then area resampling): the localiser sees what it saw in training and what `evaluate` gives it."""
+        self.full_image(i)  # the checks: readable, the camera's size
+        img, problem = load_resized(self.paths[i], (self.camera.width, self.camera.height), self.size)
+        if img is None:
+            raise InputError(problem, self.paths[i])
+        return img
 
 
 def _cache_key_matches(cache_dir: Path, key: dict) -> bool:
@@ -173,7 +179,7 @@ def _collect_images(images: Sequence[Path]) -> list[Path]:
     return out
 
 
-def run(images: Sequence[Path], run_dir: Path, camera: Path | None = None, out: Path = Path("predictions"),
+def run(images: Sequence[Path], run_dir: Path, *, camera: Path | None = None, out: Path = Path("predictions"),
         checkpoint: str = "best", device: str | None = "auto", plots: bool = True, progress: bool = True
         ) -> list[dict]:
     """Predict the pose of each image; write overlays, distribution plots and ``predictions.jsonl`` into ``out``.

@@ -385,7 +385,7 @@ def process_split(plan: SplitPlan, records: PoseRecords, camera: Camera, root: P
 
 
 # ------------------------------------------------------------------------------------------------ the stage
-def run(root: str | Path, out: str | Path | None = None, domains: tuple[str, ...] | None = None,
+def run(root: str | Path, *, out: str | Path | None = None, domains: tuple[str, ...] | None = None,
         size: tuple[int, int] = DEFAULT_SIZE, workers: int | None = None, skip_bad: bool = False,
         force: bool = False, progress: bool = True) -> list[SplitSummary]:
     """Preprocess the splits of ``domains`` (default: every domain with a label file) under the SPEED+ ``root``.

@@ -44,7 +44,7 @@ class SubmitSummary:
     missing: dict[str, list[str]] = field(default_factory=dict)
 
 
-def run(run_dir: Path, root: Path, out: Path = Path("submission.csv"), write_json: bool = False,
+def run(run_dir: Path, root: Path, out: Path = Path("submission.csv"), *, write_json: bool = False,
         checkpoint: str = "best", prep_dir: Path | None = None, device: str | None = "auto",
         batch_size: int | None = None, allow_partial: bool = False, progress: bool = True) -> SubmitSummary:
     """Predict every lightbox and sunlamp test image and write the submission (see the module docstring)."""

@@ -18,6 +18,7 @@ from speedpose.cli import main
 from speedpose.data import open_split
 from speedpose.data.index import INDEX_COLUMNS
 from speedpose.data.testing import write_tiny_speedplus
+from speedpose.errors import InputError
 
 Q = "q_vbs2tango_true"
 R = "r_Vo2To_vbs_true"
@@ -350,7 +351,7 @@ def test_interrupted_run_resumes(dataset, tmp_path, monkeypatch):
         stage.run(dataset, out=out, domains=("lightbox",), workers=1, progress=False)
     assert not (out / "lightbox/test/manifest.json").exists()
     assert len(list((out / "lightbox/test/.partial/chunks").glob("*.json"))) == 2
-    with pytest.raises(Exception):
+    with pytest.raises(InputError, match="no preprocessed lightbox/test here"):
         open_split(out, "lightbox", "test")  # an unfinished split is refused
 
     calls.clear()

@@ -8,6 +8,7 @@ Public API::
     load_config(path, overrides=(), schema=None) -> ExperimentConfig subclass instance
     Override, parse_overrides, apply_overrides, validate_config, with_options   # "key=value" or (key, value)
     config_hash(cfg, exclude=()), save_resolved(cfg, run_dir), config_to_dict, diff_configs, describe_config
+    find_config(name_or_path) -> Path, shipped_configs() -> {name: path}, shipped_config_dir()  # installed or not
 """
 
 from speedpose.config.loading import (
@@ -32,10 +33,12 @@ from speedpose.config.registry import (
     register_experiment,
 )
 from speedpose.config.sections import ConfigModel, ExperimentConfig, OptimConfig, ScheduleConfig, TrainConfig
+from speedpose.config.shipped import find_config, shipped_config_dir, shipped_configs
 
 __all__ = [
     "BUILTIN_EXPERIMENTS", "RESOLVED_NAME", "ConfigModel", "ExperimentConfig", "ExperimentEntry", "OptimConfig",
     "Override", "ScheduleConfig", "TrainConfig", "apply_overrides", "config_hash", "config_to_dict",
-    "describe_config", "diff_configs", "get_experiment", "list_experiments", "load_config", "parse_overrides",
-    "register_experiment", "save_resolved", "validate_config", "with_options",
+    "describe_config", "diff_configs", "find_config", "get_experiment", "list_experiments", "load_config",
+    "parse_overrides", "register_experiment", "save_resolved", "shipped_config_dir", "shipped_configs",
+    "validate_config", "with_options",
 ]
