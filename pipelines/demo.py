@@ -72,7 +72,7 @@ def plan(minutes: float, config: str = "standin_cpu") -> DemoPlan:
 def _train(root: Path, prep: Path, runs: Path, p: DemoPlan, minutes_left: float, overrides: Sequence[str],
            progress: bool) -> dict:
     from pipelines import train
-    from speedpose.config import load_config
+    from speedpose.config import load_config, resolve_config
 
     name = f"{p.config}-{p.minutes:g}min"
     run_dir = runs / name
@@ -84,7 +84,7 @@ def _train(root: Path, prep: Path, runs: Path, p: DemoPlan, minutes_left: float,
     resume = (run_dir / "last.pt").is_file()
     budget = max(0.2, minutes_left)
     # a tiny budget renders fewer training images than the config's batch: shrink the batch to fit
-    cfg = load_config(train.resolve_config(p.config, "speedplus"))
+    cfg = load_config(resolve_config(p.config, "speedplus"))
     n_data = p.crops if (cfg.model.kind == "crop" and cfg.data.crop_set) else p.train
     extra = [("data.prep_dir", prep),
              *([("train.batch_size", n_data)] if n_data < cfg.train.batch_size else []),
@@ -109,7 +109,7 @@ def run(out: Path = Path("demo"), minutes: float = 15.0, *, config: str = "stand
         n_examples, n_distributions: worst/best overlays and distribution plots per evaluation report.
     """
     from pipelines import evaluate, preprocess, score, submit, synth, synth_crops, train
-    from speedpose.config import load_config
+    from speedpose.config import load_config, resolve_config
     from speedpose.pose.task import resolve_crop_set
 
     t0 = time.monotonic()
@@ -124,7 +124,7 @@ def run(out: Path = Path("demo"), minutes: float = 15.0, *, config: str = "stand
     say = print if progress else (lambda *a, **k: None)
     say(f"[demo] 1/4 stand-in dataset -> {root}")
     synth.run(root, p.train, p.val, p.lightbox, p.sunlamp, seed=p.seed, progress=progress)
-    cfg = load_config(train.resolve_config(p.config, "speedplus"), list(overrides))
+    cfg = load_config(resolve_config(p.config, "speedplus"), list(overrides))
     if cfg.model.kind == "crop" and cfg.data.crop_set and not Path(cfg.data.crop_set).is_absolute():
         crops = resolve_crop_set(cfg.data.crop_set, str(root))
         say(f"[demo]     crop set ({p.crops} crops of {cfg.data.crop_size} px) -> {crops}")

@@ -13,20 +13,9 @@ from typing import Sequence
 
 from speedpose.config import Override, load_config, with_options
 from speedpose.config.registry import get_experiment
-from speedpose.config.shipped import find_config
+from speedpose.config.shipped import resolve_config
 from speedpose.errors import ConfigError, InputError
 from speedpose.training import fit
-
-DATASET_CONFIGS = {"speedplus": "standin_cpu", "modelnet10": "modelnet10", "pascal3d": "pascal3d"}
-
-
-def resolve_config(config: str | Path | None, dataset: str) -> Path:
-    """A config path: the given file, a shipped config by name (``smoke``, ``speedplus``...), or the dataset's default."""
-    if config is None:
-        if dataset not in DATASET_CONFIGS:
-            raise InputError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASET_CONFIGS)}")
-        config = DATASET_CONFIGS[dataset]
-    return find_config(config)
 
 
 def run_folder(out: Path, name: str, resume: bool) -> Path:

@@ -9,10 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from pipelines.train import resolve_config
 from speedpose.benchmarks import build_model
 from speedpose.cli import main
-from speedpose.config import load_config
+from speedpose.config import load_config, resolve_config
 
 # the shipped recipe with a small network: resnet18, lmax 3, 64 px (the architecture of the recipe is kept by the
 # slow test below); the two-step budget is one epoch of the fixture, so validation runs too

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.train import resolve_config
 from speedpose.cli import main
-from speedpose.config import load_config, with_options
+from speedpose.config import load_config, resolve_config, with_options
 
 ROOT = "/data/speed plus #2"
 

@@ -16,6 +16,7 @@ import pytest
 
 from pipelines import evaluate as evaluate_stage
 from pipelines import score as score_stage
+from speedpose.data.preprocess import open_or_preprocess
 from speedpose.geometry.rotations import quat_wxyz_to_matrix
 from speedpose.labels import label_file, read_labels
 from speedpose.report import breakdowns, per_image_table, project_wireframe, summarise
@@ -55,7 +56,7 @@ def test_report_fields_and_files(lightbox_report, smoke_run, tiny_prepared):
 
 def test_rerun_reuses_the_inference_cache(smoke_run, tiny_prepared, tmp_path, monkeypatch):
     """Same run, checkpoint and split: no image is predicted again; another batch size (a new key): all are."""
-    import pipelines.predict as predict_module
+    import speedpose.pose.split_inference as predict_module
 
     root, prep = tiny_prepared
     calls = []
@@ -260,11 +261,11 @@ def test_evaluate_refuses_bad_input(smoke_run, tiny_prepared, tmp_path):
 
 def test_a_split_is_preprocessed_on_demand_once(tiny_standin, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SPEEDPOSE_CACHE", str(tmp_path / "cache"))
-    split = evaluate_stage.open_or_preprocess(tiny_standin, "sunlamp", "test", progress=True)
+    split = open_or_preprocess(tiny_standin, "sunlamp", "test", progress=True)
     assert "not preprocessed yet" in capsys.readouterr().out
     assert len(split) == 3 and str(split.directory).startswith(str(tmp_path / "cache"))
     manifest = split.directory / "manifest.json"
     stamp = manifest.stat().st_mtime_ns
-    again = evaluate_stage.open_or_preprocess(tiny_standin, "sunlamp", "test", progress=True)
+    again = open_or_preprocess(tiny_standin, "sunlamp", "test", progress=True)
     assert "not preprocessed yet" not in capsys.readouterr().out
     assert again.filenames == split.filenames and manifest.stat().st_mtime_ns == stamp

@@ -44,7 +44,7 @@ def test_predict_matches_the_split_path(tiny_standin, smoke_run, tmp_path):
     from pipelines import preprocess
     from speedpose.data.loader import open_split
     from speedpose.pose.inference import predict_split
-    from speedpose.pose.run import load_run
+    from speedpose.runs import load_run
 
     prep = tmp_path / "prep"
     preprocess.run(tiny_standin, out=prep, domains=("lightbox",), size=predict_stage.IMAGE_SIZE, workers=1,

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from scipy.spatial.transform import Rotation
 
+import speedpose.data.preprocess as library
 from pipelines import preprocess as stage
 from speedpose.cli import main
 from speedpose.data import open_split
@@ -336,9 +337,9 @@ def test_cache_noop_touch_size_force(dataset, tmp_path, capsys):
 
 def test_interrupted_run_resumes(dataset, tmp_path, monkeypatch):
     out = tmp_path / "out"
-    monkeypatch.setattr(stage, "CHUNK", 2)  # 8 lightbox images -> 4 chunks
+    monkeypatch.setattr(library, "CHUNK", 2)  # 8 lightbox images -> 4 chunks
     calls = []
-    real = stage.prepare_chunk
+    real = library.prepare_chunk
 
     def flaky(store, offset, first_row, *args):
         calls.append(first_row)
@@ -346,7 +347,7 @@ def test_interrupted_run_resumes(dataset, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(store, offset, first_row, *args)
 
-    monkeypatch.setattr(stage, "prepare_chunk", flaky)
+    monkeypatch.setattr(library, "prepare_chunk", flaky)
     with pytest.raises(KeyboardInterrupt):
         stage.run(dataset, out=out, domains=("lightbox",), workers=1, progress=False)
     assert not (out / "lightbox/test/manifest.json").exists()

@@ -136,11 +136,11 @@ def main() -> None:
     import torch
 
     from pipelines import evaluate, train
-    from speedpose.config import load_config
+    from speedpose.config import load_config, resolve_config
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg_path = train.resolve_config(args.config, "speedplus")
+    cfg_path = resolve_config(args.config, "speedplus")
     cfg = load_config(cfg_path, list(args.overrides))
     root, prep = prepare_data(args, cfg)
     if args.prepare_only:

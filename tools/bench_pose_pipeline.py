@@ -26,8 +26,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import default_collate  # noqa: E402
 
-from pipelines.train import resolve_config  # noqa: E402
-from speedpose.config import load_config  # noqa: E402
+from speedpose.config import load_config, resolve_config  # noqa: E402
 from speedpose.pose.task import SpeedplusTask  # noqa: E402
 from speedpose.training import build_optimizer  # noqa: E402
 

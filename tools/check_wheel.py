@@ -24,8 +24,7 @@ def check(site: Path, names: list[str]) -> list[str]:
     package = Path(speedpose.__file__).resolve()
     if site not in package.parents:
         return [f"speedpose was imported from {package}, not from the install in {site}"]
-    from pipelines.train import resolve_config
-    from speedpose.config import load_config, shipped_configs
+    from speedpose.config import load_config, resolve_config, shipped_configs
     from speedpose.errors import SpeedposeError
 
     try:

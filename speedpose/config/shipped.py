@@ -15,6 +15,8 @@ from speedpose.errors import ConfigError, InputError
 PACKAGED_DIR = Path(__file__).resolve().parents[1] / "_configs"
 #: the source checkout's configs/ (next to the speedpose/ package)
 SOURCE_DIR = Path(__file__).resolve().parents[2] / "configs"
+#: the shipped config of each dataset, used when no config is named
+DATASET_CONFIGS = {"speedplus": "standin_cpu", "modelnet10": "modelnet10", "pascal3d": "pascal3d"}
 
 
 def shipped_config_dir() -> Path:
@@ -51,3 +53,13 @@ def find_config(config: str | Path) -> Path:
         return shipped[name]
     raise InputError(f"config not found: not a file and not a shipped name (shipped configs: "
                      f"{', '.join(shipped)})", path)
+
+
+def resolve_config(config: str | Path | None, dataset: str) -> Path:
+    """A config path: the given file, a shipped config by name (``smoke``, ``speedplus``...), or the dataset's default
+    (:data:`DATASET_CONFIGS`)."""
+    if config is None:
+        if dataset not in DATASET_CONFIGS:
+            raise InputError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASET_CONFIGS)}")
+        config = DATASET_CONFIGS[dataset]
+    return find_config(config)
