@@ -40,18 +40,18 @@ from speedpose.adapt.config import METHODS, TARGET_DOMAINS, AdaptExperiment
 from speedpose.adapt.norm_refine import refinable_keys, refine
 from speedpose.adapt.self_training import self_train
 from speedpose.adapt.targets import unlabelled_view
-from speedpose.config import RESOLVED_NAME, config_hash, config_to_dict, load_config, with_options
+from speedpose.config import RESOLVED_NAME, Override, config_hash, config_to_dict, load_config, with_options
+from speedpose.config.shipped import find_config
 from speedpose.data.loader import PreprocessedSplit, open_split
+from speedpose.data.preprocess import open_or_preprocess
 from speedpose.data.subsets import evenly_spaced
+from speedpose.devices import resolve_device
 from speedpose.errors import InputError
 from speedpose.io_utils import atomic_write_json, read_json, sha256_file
 from speedpose.labels import label_file
-from speedpose.pose.run import load_run
+from speedpose.resumable import KEY_NAME, open_keyed
+from speedpose.runs import load_run
 from speedpose.training import BEST_NAME, LAST_NAME, MetricsLog, load_checkpoint, save_checkpoint
-
-from pipelines.evaluate import open_or_preprocess
-from pipelines.predict import resolve_device
-from pipelines.train import CONFIG_DIR
 
 RECORD_NAME = "adapt.json"
 WORK = ".adapt"
@@ -64,15 +64,9 @@ def default_out(run_dir: Path, domain: str, method: str) -> Path:
     return run_dir.parent / f"{run_dir.name}-adapt-{domain}-{method}"
 
 
-def load_adapt_config(config: str | Path | None, overrides: Sequence[str] = ()) -> AdaptExperiment:
+def load_adapt_config(config: str | Path | None, overrides: Sequence[Override] = ()) -> AdaptExperiment:
     """The adaptation settings: ``configs/adapt.yaml`` by default, a shipped name, or a file; plus overrides."""
-    path = Path(config) if config is not None else CONFIG_DIR / "adapt.yaml"
-    if config is not None and not path.is_file() and (CONFIG_DIR / f"{config}.yaml").is_file():
-        path = CONFIG_DIR / f"{config}.yaml"
-    if not path.is_file():
-        raise InputError("adaptation config not found (expected a YAML file with task: adapt, e.g. configs/"
-                         "adapt.yaml)", path)
-    return load_config(path, overrides, schema=AdaptExperiment)
+    return load_config(find_config("adapt" if config is None else config), overrides, schema=AdaptExperiment)
 
 
 def _open(root: Path, domain: str, split: str, prep_dir: Path | None, progress: bool) -> PreprocessedSplit:
@@ -103,15 +97,10 @@ def _prepare_out(out: Path, key: dict) -> dict | None:
             return done
         raise InputError(f"already holds an adaptation with other inputs or settings ({RECORD_NAME}); choose "
                          "another --out", out)
-    key_file = out / WORK / "key.json"
-    if key_file.is_file():
-        if read_json(key_file) != key:
-            raise InputError(f"holds an interrupted adaptation with other inputs or settings ({WORK}/key.json); "
-                             "re-run that command to finish it or choose another --out", out)
-        return None
-    if out.exists() and any(out.iterdir()):
+    if not (out / WORK / KEY_NAME).is_file() and out.exists() and any(out.iterdir()):
         raise InputError("exists and is not an adaptation folder of `speedpose adapt`; choose another --out", out)
-    atomic_write_json(key_file, key)
+    open_keyed(out / WORK, key, on_mismatch="error",
+               hint="re-run the command of that interrupted adaptation to finish it, or choose another --out")
     return None
 
 
@@ -124,7 +113,7 @@ def _clean_up(out: Path) -> None:
     shutil.rmtree(out / WORK, ignore_errors=True)
 
 
-def run(run_dir: Path, root: Path, domain: str, method: str, out: Path | None = None,
+def run(run_dir: Path, root: Path, domain: str, method: str, *, out: Path | None = None,
         config: str | Path | None = None, overrides: Sequence[str] = (), seed: int | None = None,
         device: str | None = None, checkpoint: str = "best", prep_dir: Path | None = None,
         progress: bool = True) -> dict:
@@ -167,7 +156,7 @@ def run(run_dir: Path, root: Path, domain: str, method: str, out: Path | None = 
     t0 = time.perf_counter()
     cpu0, _ = _rusage()
 
-    dev = resolve_device(acfg.train.device)
+    dev = resolve_device(acfg.train.device, option="train.device")
     torch.manual_seed(acfg.train.seed)
     cfg = loaded.cfg
     check_idx = evenly_spaced(len(check_split), acfg.check.images) if check_split is not None else np.arange(0)

@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from speedpose.config import load_config
+from speedpose.config import load_config, with_options
+from speedpose.config.shipped import resolve_config
 from speedpose.data.loader import open_split
 from speedpose.errors import InputError
 from speedpose.geometry.rotations import matrix_to_quat_wxyz
@@ -97,14 +98,12 @@ def materialise(cfg: SpeedplusExperiment, out: Path, copies: int = 1, seed: int 
     return out
 
 
-def run(root: Path | None, config: str | None, overrides: Sequence[str], preview_png: Path | None,
-        materialise_dir: Path | None, n: int, copies: int, seed: int) -> list[Path]:
+def run(root: Path | None, config: str | None, overrides: Sequence[str] = (), *, preview_png: Path | None = None,
+        materialise_dir: Path | None = None, n: int = 16, copies: int = 1, seed: int = 0) -> list[Path]:
     """CLI entry: at least one of ``preview_png`` / ``materialise_dir``."""
-    from pipelines.train import resolve_config
-
     if preview_png is None and materialise_dir is None:
         raise InputError("nothing to do: pass --preview FILE.png and/or --materialise DIR")
-    extra = list(overrides) + ([f"data.root={Path(root).resolve()}"] if root is not None else [])
+    extra = with_options(overrides, {"data.root": Path(root).resolve() if root is not None else None})
     cfg = load_config(resolve_config(config, "speedplus"), extra)
     done = []
     if preview_png is not None:

@@ -75,7 +75,7 @@ def plan(minutes: float, config: str = "standin_cpu") -> DemoPlan:
 def _train(root: Path, prep: Path, runs: Path, p: DemoPlan, minutes_left: float, overrides: Sequence[str],
            progress: bool) -> dict:
     from pipelines import train
-    from speedpose.config import load_config
+    from speedpose.config import load_config, resolve_config
 
     name = f"{p.config}-{p.minutes:g}min"
     run_dir = runs / name
@@ -91,10 +91,10 @@ def _train(root: Path, prep: Path, runs: Path, p: DemoPlan, minutes_left: float,
     spent_s = float(load_checkpoint(run_dir / "last.pt").get("train_time_s") or 0.0) if resume else 0.0
     train_budget = spent_s / 60 + TRAIN_SHARE * budget
     # a tiny budget renders fewer training images than the config's batch: shrink the batch to fit
-    cfg = load_config(train.resolve_config(p.config, "speedplus"))
+    cfg = load_config(resolve_config(p.config, "speedplus"))
     n_data = p.crops if (cfg.model.kind == "crop" and cfg.data.crop_set) else p.train
-    extra = [f"data.prep_dir={prep}", f"train.max_train_time_min={train_budget:.3f}",
-             *([f"train.batch_size={n_data}"] if n_data < cfg.train.batch_size else []),
+    extra = [("data.prep_dir", prep), ("train.max_train_time_min", round(train_budget, 3)),
+             *([("train.batch_size", n_data)] if n_data < cfg.train.batch_size else []),
              *overrides]
     s = train.run(root, p.config, extra, out=runs, name=name, resume=resume, max_time_min=budget,
                   progress=progress)
@@ -102,7 +102,7 @@ def _train(root: Path, prep: Path, runs: Path, p: DemoPlan, minutes_left: float,
             "global_step": s.global_step, "best_value": s.best_value, "budget_min": round(budget, 2)}
 
 
-def run(out: Path = Path("demo"), minutes: float = 15.0, config: str = "standin_cpu",
+def run(out: Path = Path("demo"), minutes: float = 15.0, *, config: str = "standin_cpu",
         overrides: Sequence[str] = (), sizes: DemoPlan | None = None, n_examples: int = 4,
         n_distributions: int = 2, progress: bool = True) -> dict:
     """Run the demo into ``out`` (see the module docstring); returns the summary also written to
@@ -116,7 +116,7 @@ def run(out: Path = Path("demo"), minutes: float = 15.0, config: str = "standin_
         n_examples, n_distributions: worst/best overlays and distribution plots per evaluation report.
     """
     from pipelines import evaluate, preprocess, score, submit, synth, synth_crops, train
-    from speedpose.config import load_config
+    from speedpose.config import load_config, resolve_config
     from speedpose.pose.task import resolve_crop_set
 
     t0 = time.monotonic()
@@ -131,7 +131,7 @@ def run(out: Path = Path("demo"), minutes: float = 15.0, config: str = "standin_
     say = print if progress else (lambda *a, **k: None)
     say(f"[demo] 1/4 stand-in dataset -> {root}")
     synth.run(root, p.train, p.val, p.lightbox, p.sunlamp, seed=p.seed, progress=progress)
-    cfg = load_config(train.resolve_config(p.config, "speedplus"), list(overrides))
+    cfg = load_config(resolve_config(p.config, "speedplus"), list(overrides))
     if cfg.model.kind == "crop" and cfg.data.crop_set and not Path(cfg.data.crop_set).is_absolute():
         crops = resolve_crop_set(cfg.data.crop_set, str(root))
         say(f"[demo]     crop set ({p.crops} crops of {cfg.data.crop_size} px) -> {crops}")

@@ -14,55 +14,33 @@ Outputs in ``out`` (default ``<run>/eval/<domain>-<split>-<checkpoint>``):
 * ``figures/``: error histograms, errors versus distance, overlays of the worst and best images, SO(3)
   distribution plots; ``report.html`` shows them all.
 
-Inference runs in resumable chunks (``out/.cache``, discarded when the run, checkpoint, config or dataset changes).
+Inference runs in resumable chunks kept in ``out/.cache`` (:func:`speedpose.pose.split_inference.predict_cached`,
+keyed by run, checkpoint file, config, dataset fingerprint, domain, split and batch size): an interrupted evaluation
+resumes, and a re-run with the same inputs reuses every prediction and only redraws the report; a change of any of
+them discards the cache.
 """
 
 from __future__ import annotations
 
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from speedpose.data.loader import PreprocessedSplit, open_split
+from speedpose.data.loader import PreprocessedSplit
+from speedpose.data.preprocess import open_or_preprocess
+from speedpose.devices import resolve_device
 from speedpose.errors import InputError, SpeedposeError
 from speedpose.geometry.rotations import quat_wxyz_to_matrix
 from speedpose.io_utils import atomic_path, atomic_write_json
 from speedpose.labels import DOMAINS, PoseLabel
-from speedpose.pose.run import load_run
+from speedpose.pose.split_inference import distributions_in_camera, inference_key, predict_cached
+from speedpose.runs import load_run
 from speedpose.scoring import default_thresholds, score_poses
 from speedpose.submission import write_predictions_json
 
-from pipelines.predict import distributions_in_camera, predict_cached, resolve_device
-
 DEFAULT_SPLIT = {"synthetic": "validation", "lightbox": "test", "sunlamp": "test"}
-
-
-def open_or_preprocess(root: Path, domain: str, split: str, prep_dir: Path | None = None,
-                       progress: bool = True) -> PreprocessedSplit:
-    """Open ``domain/split`` preprocessed in ``prep_dir`` (default: the root's cache folder); preprocess the
-    domain first when it is not (with the defaults of ``speedpose preprocess``)."""
-    where = Path(prep_dir) if prep_dir is not None else Path(root)
-    try:
-        return open_split(where, domain, split, root=root)
-    except InputError:
-        from pipelines import preprocess
-
-        if progress:
-            print(f"{domain}/{split} is not preprocessed yet: running `speedpose preprocess` for {domain}")
-        preprocess.run(root, out=prep_dir, domains=(domain,), progress=progress)
-        return open_split(where, domain, split, root=root)
-
-
-def inference_key(loaded, split: PreprocessedSplit, batch_size: int) -> dict:
-    """What a cached prediction depends on."""
-    st = loaded.checkpoint.stat()
-    return {"run": str(Path(loaded.run_dir).resolve()), "checkpoint": str(loaded.checkpoint.resolve()),
-            "checkpoint_stat": [st.st_size, st.st_mtime_ns], "config_hash": loaded.config_hash,
-            "dataset": split.manifest["fingerprints"]["inputs"], "domain": split.domain, "split": split.split,
-            "batch_size": batch_size}
 
 
 def _frame(split: PreprocessedSplit, i: int) -> np.ndarray:
@@ -80,7 +58,7 @@ def select_examples(df, n: int) -> tuple[list[int], list[int]]:
     return [int(k) for k in order[::-1][:n]], [int(k) for k in order[:n]]
 
 
-def run(run_dir: Path, root: Path, domain: str, split: str | None = None, checkpoint: str = "best",
+def run(run_dir: Path, root: Path, domain: str, *, split: str | None = None, checkpoint: str = "best",
         out: Path | None = None, prep_dir: Path | None = None, device: str | None = "auto",
         batch_size: int | None = None, n_examples: int = 6, n_distributions: int = 4,
         progress: bool = True) -> dict:
@@ -184,7 +162,6 @@ def run(run_dir: Path, root: Path, domain: str, split: str | None = None, checkp
     }
     write_report_html(out / "report.html", report, figures, examples["worst"], examples["best"], dists)
     atomic_write_json(out / "report.json", report)
-    shutil.rmtree(out / ".cache", ignore_errors=True)
     report["out"] = str(out)
     return report
 

@@ -9,13 +9,12 @@ Outputs in ``out`` (default ``<run>/eval/<dataset>-<split>-<checkpoint>``):
   are the class averages), the same pooled over all images, the log-likelihood when asked, and provenance;
 * ``per_image.csv``: record, class, error [deg], predicted and true quaternion (w, x, y, z).
 
-Inference runs in resumable chunks (``out/.cache``; discarded when the checkpoint, config or split changes), with a
-progress bar.
+Inference runs in resumable chunks (``out/.cache``, :mod:`speedpose.resumable`; discarded when the checkpoint, config
+or split changes), with a progress bar.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -26,94 +25,69 @@ from tqdm import tqdm
 
 from speedpose.benchmarks import (
     benchmark_metrics,
-    build_model,
     class_names,
     format_metrics_table,
     make_adapter,
     make_dataset,
     predict_rotations,
 )
-from speedpose.config import RESOLVED_NAME, config_hash, load_config
+from speedpose.config import RESOLVED_NAME
+from speedpose.devices import resolve_device
 from speedpose.errors import ConfigError, InputError
 from speedpose.geometry.rotations import matrix_to_quat_wxyz
-from speedpose.io_utils import atomic_path, atomic_write_json, read_json
-from speedpose.training import eval_loader, load_checkpoint, move_to_device, select_checkpoint
+from speedpose.io_utils import atomic_path, atomic_write_json
+from speedpose.resumable import compute_chunks, concatenate_chunks, resumable_chunks
+from speedpose.runs import load_run, read_run_config
+from speedpose.training import eval_loader, move_to_device
 
 BENCHMARKS = ("modelnet10", "pascal3d")
 CHUNK = 512  # images per cached chunk
 
 
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda asked for but no CUDA device is available")
-    if device not in ("cpu", "cuda"):
-        raise InputError(f"--device: expected cpu, cuda or auto, got {device!r}")
-    return torch.device(device)
-
-
-def run(run_dir: Path, dataset: str, root: Path | None = None, split: str = "test", checkpoint: str = "last",
+def run(run_dir: Path, dataset: str, root: Path | None = None, *, split: str = "test", checkpoint: str = "last",
         out: Path | None = None, device: str = "auto", batch_size: int | None = None,
         log_likelihood: bool | None = None, workers: int = 0, progress: bool = True) -> dict:
     """Evaluate a benchmark run; returns the metrics dict written to ``metrics.json``."""
     run_dir = Path(run_dir)
     if dataset not in BENCHMARKS:
         raise InputError(f"--dataset: expected one of {', '.join(BENCHMARKS)}, got {dataset!r}")
-    cfg_file = run_dir / RESOLVED_NAME
-    if not cfg_file.is_file():
-        raise InputError(f"not a run folder (expected {RESOLVED_NAME} written by `speedpose train`)", run_dir)
-    overrides = [f"data.root={Path(root).resolve()}"] if root is not None else []
-    cfg = load_config(cfg_file, overrides)
+    cfg = read_run_config(run_dir, [("data.root", Path(root).resolve())] if root is not None else [])
     if cfg.task != dataset:
-        raise ConfigError(f"{cfg_file}: the run was trained on {cfg.task!r}, not --dataset {dataset}")
+        raise ConfigError(f"{run_dir / RESOLVED_NAME}: the run was trained on {cfg.task!r}, not --dataset {dataset}")
     want_ll = cfg.eval.log_likelihood if log_likelihood is None else log_likelihood
     bs = batch_size or cfg.eval.batch_size
-    dev = _device(device)
-    ckpt_path = select_checkpoint(run_dir, checkpoint)
-    model = build_model(cfg, pretrained=False)
-    ckpt = load_checkpoint(ckpt_path, model)
-    model.to(dev).eval()
+    dev = resolve_device(device)
+    loaded = load_run(run_dir, checkpoint, task=dataset, cfg=cfg)
+    model = loaded.model.to(dev)
     records = make_adapter(cfg).get_records(split)
     if len(records) == 0:
         raise InputError(f"{dataset} split {split!r} has no usable record", cfg.data.root)
     data = make_dataset(cfg, records)
+    ckpt_path = loaded.checkpoint
     out = Path(out) if out is not None else run_dir / "eval" / f"{dataset}-{split}-{ckpt_path.stem}"
-    cache = out / ".cache"
     st = ckpt_path.stat()
     key = {"checkpoint": str(ckpt_path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-           "config_hash": config_hash(cfg), "split": split, "n": len(records), "root": str(cfg.data.root),
+           "config_hash": loaded.config_hash, "split": split, "n": len(records), "root": str(cfg.data.root),
            "log_likelihood": bool(want_ll), "chunk": CHUNK, "files": [str(p) for p in records.filenames[:3]]}
-    key_file = cache / "key.json"
-    if cache.is_dir() and (not key_file.is_file() or read_json(key_file) != key):
-        shutil.rmtree(cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(key_file, key)
-    starts = range(0, len(records), CHUNK)
-    parts = []
-    bar = tqdm(total=len(records), desc=f"evaluate {dataset}/{split}", unit="img", disable=not progress)
-    with torch.no_grad():
-        for start in starts:
-            part = cache / f"part_{start // CHUNK:05d}.npz"
-            if not part.is_file():
-                sub = Subset(data, range(start, min(start + CHUNK, len(records))))
-                loader = eval_loader(sub, bs, workers, cfg.train.seed)
-                batches = (move_to_device(b, dev) for b in loader)
-                p = predict_rotations(model, batches, want_ll, progress=bar)
-                with atomic_path(part) as tmp:
-                    with open(tmp, "wb") as f:
-                        np.savez(f, index=p.index, class_id=p.class_id, R_pred=p.R_pred, R_true=p.R_true,
-                                 err_deg=p.err_deg, ll=p.log_likelihood if want_ll else np.zeros(0))
-            else:
-                bar.update(min(CHUNK, len(records) - start))
-            with np.load(part) as z:
-                parts.append({k: z[k] for k in z.files})
-    bar.close()
-    cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    files = resumable_chunks(out / ".cache", key, pattern="part_{k:05d}.npz")
+
+    def compute(start: int, stop: int) -> dict[str, np.ndarray]:
+        loader = eval_loader(Subset(data, range(start, stop)), bs, workers, cfg.train.seed)
+        p = predict_rotations(model, (move_to_device(b, dev) for b in loader), want_ll, progress=bar)
+        return {"index": p.index, "class_id": p.class_id, "R_pred": p.R_pred, "R_true": p.R_true,
+                "err_deg": p.err_deg, "ll": p.log_likelihood if want_ll else np.zeros(0)}
+
+    def advance(start: int, stop: int, reused: bool) -> None:
+        if reused:  # a computed chunk advanced the bar batch by batch
+            bar.update(stop - start)
+
+    with tqdm(total=len(records), desc=f"evaluate {dataset}/{split}", unit="img", disable=not progress) as bar, \
+            torch.no_grad():
+        cat = concatenate_chunks(compute_chunks(len(records), CHUNK, compute, files, on_chunk=advance))
     names = class_names(cfg)
     metrics = benchmark_metrics(cat["err_deg"], cat["class_id"], names, cat["ll"] if want_ll else None)
     report = {"dataset": dataset, "split": split, "run": str(run_dir), "checkpoint": str(ckpt_path),
-              "step": ckpt.get("global_step"), "config_hash": config_hash(cfg), "root": str(cfg.data.root),
+              "step": loaded.step, "config_hash": loaded.config_hash, "root": str(cfg.data.root),
               "images": int(len(cat["index"])), "metrics": metrics}
     atomic_write_json(out / "metrics.json", report)
     q_pred = np.asarray(matrix_to_quat_wxyz(cat["R_pred"]))

@@ -1,6 +1,4 @@
-"""Stage `predict`: poses of arbitrary SPEED+-camera images with a trained run (overlay + distribution per image),
-and the shared inference helpers of `evaluate` and `submit` (device choice, resumable chunked inference, the
-predicted distribution in the camera frame).
+"""Stage `predict`: poses of arbitrary SPEED+-camera images with a trained run (overlay + distribution per image).
 
 Outputs of :func:`run` in ``out``: ``<stem>_overlay.png`` (predicted wireframe and body axes over the frame, with a
 zoom on the spacecraft) and ``<stem>_so3.png`` (the SO(3) distribution in the camera frame) per image, and
@@ -10,39 +8,24 @@ zoom on the spacecraft) and ``<stem>_so3.png`` (the SO(3) distribution in the ca
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from speedpose.camera import Camera, load_camera, speedplus_camera
-from speedpose.data.image_store import read_gray, resize_gray
+from speedpose.data.image_store import load_resized, read_gray
+from speedpose.devices import resolve_device
 from speedpose.errors import InputError
-from speedpose.io_utils import atomic_path, atomic_write_json, atomic_write_text, read_json
-from speedpose.models.i2s import so3_distribution
-from speedpose.pose.inference import PosePredictions, predict_split
-from speedpose.pose.run import load_run
+from speedpose.io_utils import atomic_write_text
+from speedpose.pose.inference import predict_split
+from speedpose.pose.split_inference import distributions_in_camera
+from speedpose.runs import load_run
 
-#: images per resumable inference chunk
-CHUNK = 256
 #: preprocessed-like size (W, H) the images of `predict` are reduced to (the preprocess default)
 IMAGE_SIZE = (768, 512)
-#: SO(3) grid level of the distribution plots (36,864 rotations)
-PLOT_LEVEL = 3
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """``auto``/None -> cuda when available, else cpu; otherwise the named device."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise InputError(f"--device: expected cpu, cuda, cuda:N or auto, got {device!r}") from None
 
 
 @dataclass
@@ -86,69 +69,13 @@ class ImageFiles:
         return self._full[i]
 
     def image(self, i: int) -> np.ndarray:
-        return resize_gray(self.full_image(i), self.size)
-
-
-def _cache_key_matches(cache_dir: Path, key: dict) -> bool:
-    f = cache_dir / "key.json"
-    try:
-        return f.is_file() and read_json(f) == key
-    except InputError:
-        return False
-
-
-def predict_cached(model, split, indices: np.ndarray, cfg, device: torch.device, batch_size: int,
-                   cache_dir: Path | None, key: dict, progress: bool = True, desc: str = "predict"
-                   ) -> PosePredictions:
-    """:func:`predict_split` over ``indices`` in chunks of :data:`CHUNK` images, each chunk saved to ``cache_dir``
-    as it finishes, so that an interrupted run resumes; a cache made under another ``key`` (run, checkpoint,
-    config, dataset fingerprint, batch size) is discarded.  ``cache_dir=None``: no cache."""
-    indices = np.asarray(indices, dtype=np.int64)
-    if cache_dir is not None:
-        cache_dir = Path(cache_dir)
-        if cache_dir.exists() and not _cache_key_matches(cache_dir, key):
-            shutil.rmtree(cache_dir)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(cache_dir / "key.json", key)
-    names = ("indices", "q_wxyz", "r_cam_m", "confidence", "box_xyxy", "loc_score", "R_cam_virt", "branch")
-    parts: list[PosePredictions] = []
-    bar = tqdm(total=len(indices), desc=desc, unit="img", disable=not progress)
-    for start in range(0, len(indices), CHUNK):
-        chunk = indices[start:start + CHUNK]
-        f = None if cache_dir is None else cache_dir / f"chunk_{start:08d}.npz"
-        if f is not None and f.is_file():
-            with np.load(f) as z:
-                if np.array_equal(z["indices"], chunk) and set(names) <= set(z.files):
-                    parts.append(PosePredictions(**{n: z[n] for n in names}))
-                    bar.update(len(chunk))
-                    continue
-        pred = predict_split(model, split, chunk, cfg, device, batch_size=batch_size)
-        if f is not None:
-            with atomic_path(f) as tmp, open(tmp, "wb") as fh:
-                np.savez(fh, **{n: getattr(pred, n) for n in names})
-        parts.append(pred)
-        bar.update(len(chunk))
-    bar.close()
-    if not parts:
-        return predict_split(model, split, indices, cfg, device, batch_size=batch_size)
-    return PosePredictions(**{n: np.concatenate([getattr(p, n) for p in parts]) for n in names})
-
-
-def distributions_in_camera(model, split, indices: Sequence[int], cfg, device: torch.device,
-                            level: int = PLOT_LEVEL) -> tuple[PosePredictions, np.ndarray, np.ndarray]:
-    """Predictions for a few images with their distributions on the level-``level`` SO(3) grid, expressed in the
-    real camera frame (the head's coefficients live in each crop's virtual-camera frame: ``R_cam = R_cam_virt @
-    R_virt``).
-
-    Returns:
-        (predictions, R_grid_cam (B, N, 3, 3) float64, probs (B, N) float64 summing to 1 per image).
-    """
-    pred = predict_split(model, split, np.asarray(indices, dtype=np.int64), cfg, device, batch_size=len(indices),
-                         keep_coeffs=True)
-    R_grid, probs = so3_distribution(torch.from_numpy(pred.coeffs).to(device), level=level)
-    R_grid = R_grid.double().cpu().numpy()
-    R_cam = np.einsum("bij,njk->bnik", pred.R_cam_virt, R_grid)
-    return pred, R_cam, probs.double().cpu().numpy()
+        """uint8 (H, W) at ``size``, decoded exactly as ``speedpose preprocess`` stores a frame (DCT-scaled JPEG
+        decoding, then area resampling): the localiser sees what it saw in training and what `evaluate` gives it."""
+        self.full_image(i)  # the checks: readable, the camera's size
+        img, problem = load_resized(self.paths[i], (self.camera.width, self.camera.height), self.size)
+        if img is None:
+            raise InputError(problem, self.paths[i])
+        return img
 
 
 def _collect_images(images: Sequence[Path]) -> list[Path]:
@@ -173,7 +100,7 @@ def _collect_images(images: Sequence[Path]) -> list[Path]:
     return out
 
 
-def run(images: Sequence[Path], run_dir: Path, camera: Path | None = None, out: Path = Path("predictions"),
+def run(images: Sequence[Path], run_dir: Path, *, camera: Path | None = None, out: Path = Path("predictions"),
         checkpoint: str = "best", device: str | None = "auto", plots: bool = True, progress: bool = True
         ) -> list[dict]:
     """Predict the pose of each image; write overlays, distribution plots and ``predictions.jsonl`` into ``out``.

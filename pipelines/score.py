@@ -67,7 +67,7 @@ def format_score_table(scores: dict[str, DomainScore]) -> str:
     return "\n".join(lines)
 
 
-def run(predictions: Path, root: Path, domain: str | None = None, json_out: Path | None = None,
+def run(predictions: Path, root: Path, *, domain: str | None = None, json_out: Path | None = None,
         thresholds: bool | None = None) -> dict[str, DomainScore]:
     """Score ``predictions`` against ``root``; write the numbers to ``json_out`` when given."""
     preds = load_predictions(Path(predictions), domain)

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from speedpose.data.preprocess import open_or_preprocess
+from speedpose.devices import resolve_device
 from speedpose.errors import InputError
 from speedpose.labels import PoseLabel, label_file, read_labels
-from speedpose.pose.run import load_run
+from speedpose.pose.split_inference import inference_key, predict_cached
+from speedpose.runs import load_run
 from speedpose.submission import SUBMISSION_DOMAINS, write_predictions_json, write_submission_csv
-
-from pipelines.evaluate import inference_key, open_or_preprocess
-from pipelines.predict import predict_cached, resolve_device
 
 
 @dataclass
@@ -44,7 +44,7 @@ class SubmitSummary:
     missing: dict[str, list[str]] = field(default_factory=dict)
 
 
-def run(run_dir: Path, root: Path, out: Path = Path("submission.csv"), write_json: bool = False,
+def run(run_dir: Path, root: Path, out: Path = Path("submission.csv"), *, write_json: bool = False,
         checkpoint: str = "best", prep_dir: Path | None = None, device: str | None = "auto",
         batch_size: int | None = None, allow_partial: bool = False, progress: bool = True) -> SubmitSummary:
     """Predict every lightbox and sunlamp test image and write the submission (see the module docstring)."""

@@ -196,7 +196,7 @@ def _remove_stale_temporaries(root: Path) -> None:
                     p.unlink(missing_ok=True)
 
 
-def run(out: Path, train: int, val: int, lightbox: int, sunlamp: int, seed: int = 0, workers: int = 0,
+def run(out: Path, train: int, val: int, lightbox: int, sunlamp: int, *, seed: int = 0, workers: int = 0,
         poses: dict[str, Path] | None = None, progress: bool = True) -> dict:
     """Render the stand-in dataset into ``out`` (see the module docstring); resumes an interrupted run.
 

@@ -112,7 +112,7 @@ def _claim(out: Path, params: dict) -> bool:
     return bool(data.get("complete"))
 
 
-def run(out: Path, params: CropSetParams, workers: int = 0, progress: bool = True) -> dict:
+def run(out: Path, params: CropSetParams, *, workers: int = 0, progress: bool = True) -> dict:
     """Render (or finish) the crop set ``params`` into the folder ``out``.
 
     Args:

@@ -8,33 +8,14 @@ stopped.  Under ``torchrun --nproc-per-node N -m speedpose train ...`` the engin
 from __future__ import annotations
 
 import os
-from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
-from speedpose.config import load_config, with_options
+from speedpose.config import Override, load_config, with_options
 from speedpose.config.registry import get_experiment
+from speedpose.config.shipped import resolve_config
 from speedpose.errors import ConfigError, InputError
 from speedpose.training import fit
-
-#: shipped configs (the repository's configs/ folder)
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-DATASET_CONFIGS = {"speedplus": "standin_cpu.yaml", "modelnet10": "modelnet10.yaml", "pascal3d": "pascal3d.yaml"}
-
-
-def resolve_config(config: str | Path | None, dataset: str) -> Path:
-    """A config path: the given file, a shipped config by name (``smoke``, ``speedplus``...), or the dataset's default."""
-    if config is None:
-        if dataset not in DATASET_CONFIGS:
-            raise InputError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASET_CONFIGS)}")
-        config = CONFIG_DIR / DATASET_CONFIGS[dataset]
-    path = Path(config)
-    if not path.is_file() and (CONFIG_DIR / f"{config}.yaml").is_file():
-        path = CONFIG_DIR / f"{config}.yaml"
-    if not path.is_file():
-        shipped = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-        raise InputError(f"config not found (shipped configs: {', '.join(shipped)})", path)
-    return path
 
 
 def run_folder(out: Path, name: str, resume: bool) -> Path:
@@ -54,11 +35,12 @@ def run_folder(out: Path, name: str, resume: bool) -> Path:
     return cand
 
 
-def run(root: Path | None, config: str | Path | None = None, overrides: Sequence[str] = (), dataset: str = "speedplus",
-        split: float | None = None, epochs: int | None = None, device: str | None = None, out: Path = Path("runs"),
-        name: str | None = None, resume: bool = False, max_time_min: float | None = None,
+def run(root: Path | None, config: str | Path | None = None, overrides: Sequence[Override] = (), *,
+        dataset: str = "speedplus", split: float | None = None, epochs: int | None = None, device: str | None = None,
+        out: Path = Path("runs"), name: str | None = None, resume: bool = False, max_time_min: float | None = None,
         progress: bool | None = None):
-    """Train; returns the engine's :class:`~speedpose.training.FitSummary`."""
+    """Train; returns the engine's :class:`~speedpose.training.FitSummary`.  ``overrides``: dotted ``key=value``
+    strings (read as YAML) or ``(dotted key, value)`` pairs; the options (``root``, ``split``...) override both."""
     cfg_path = resolve_config(config, dataset)
     extra = with_options(overrides, {
         "data.root": Path(root).resolve() if root is not None else None, "data.split": split,

@@ -25,6 +25,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+#: what the root options asked for, set while parsing (before any command runs) and read by :func:`main`
 _state = {"debug": False}
 
 
@@ -114,7 +115,8 @@ def augment(
     """Preview or materialise the training augmentation. Extra arguments are dotted config overrides."""
     from pipelines import augment as stage
 
-    for path in stage.run(root, config, ctx.args, preview, materialise, n, copies, seed):
+    for path in stage.run(root, config, ctx.args, preview_png=preview, materialise_dir=materialise, n=n,
+                           copies=copies, seed=seed):
         typer.echo(f"wrote {path}")
 
 
@@ -138,7 +140,8 @@ def train(
     """Train a pose model. Extra arguments are dotted config overrides, e.g. train.batch_size=32 optim.lr=1e-4."""
     from pipelines import train as stage
 
-    summary = stage.run(root, config, ctx.args, dataset, split, epochs, device, out, name, resume, max_time)
+    summary = stage.run(root, config, ctx.args, dataset=dataset, split=split, epochs=epochs, device=device,
+                        out=out, name=name, resume=resume, max_time_min=max_time)
     typer.echo(f"{summary.stopped}: {summary.global_step} steps, {summary.epochs_completed} epochs, best "
                f"{summary.best_metric} = {summary.best_value} -> {summary.run_dir}")
 
@@ -165,14 +168,16 @@ def evaluate(
     if dataset != "speedplus":
         from pipelines import evaluate_benchmark as bench
 
-        typer.echo(bench.format_report(bench.run(run, dataset, root, split or "test", checkpoint or "last", out,
-                                                 device, batch_size)))
+        typer.echo(bench.format_report(bench.run(run, dataset, root, split=split or "test",
+                                                 checkpoint=checkpoint or "last", out=out, device=device,
+                                                 batch_size=batch_size)))
         return
     from pipelines import evaluate as stage
 
     if domain is None:
         raise typer.BadParameter("--domain is required for SPEED+ (synthetic, lightbox or sunlamp)")
-    report = stage.run(run, root, domain, split, checkpoint or "best", out, prep, device, batch_size)
+    report = stage.run(run, root, domain, split=split, checkpoint=checkpoint or "best", out=out, prep_dir=prep,
+                       device=device, batch_size=batch_size)
     typer.echo(stage.format_report(report))
 
 
@@ -197,7 +202,8 @@ def adapt(
     overrides of the adaptation settings, e.g. refine.steps=50 self_train.rounds=3."""
     from pipelines import adapt as stage
 
-    record = stage.run(run, root, domain, method, out, config, ctx.args, seed, device, checkpoint, prep)
+    record = stage.run(run, root, domain, method, out=out, config=config, overrides=ctx.args, seed=seed,
+                       device=device, checkpoint=checkpoint, prep_dir=prep)
     typer.echo(stage.format_summary(record))
 
 
@@ -216,7 +222,8 @@ def submit(
     """Predict every lightbox and sunlamp test image and write the SPEC2021 submission CSV (validated first)."""
     from pipelines import submit as stage
 
-    summary = stage.run(run, root, out, json_out, checkpoint, prep, device, allow_partial=allow_partial)
+    summary = stage.run(run, root, out, write_json=json_out, checkpoint=checkpoint, prep_dir=prep, device=device,
+                        allow_partial=allow_partial)
     typer.echo(stage.format_summary(summary))
 
 
@@ -234,7 +241,8 @@ def predict(
 
     from pipelines import predict as stage
 
-    for rec in stage.run(images, run, camera, out, checkpoint, device, progress=False):
+    for rec in stage.run(images, run, camera=camera, out=out, checkpoint=checkpoint, device=device,
+                         progress=False):
         typer.echo(json.dumps(rec))
 
 
@@ -252,7 +260,7 @@ def score(
     """Score predictions with the SPEC2021 score (per domain, and the lightbox/sunlamp mean)."""
     from pipelines import score as stage
 
-    scores = stage.run(predictions, root, domain, json_out, thresholds)
+    scores = stage.run(predictions, root, domain=domain, json_out=json_out, thresholds=thresholds)
     typer.echo(stage.format_score_table(scores))
 
 
@@ -270,14 +278,14 @@ def demo(
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
+    _state["debug"] = False  # main() may run more than once in a process (tests)
     try:
         # standalone mode: Typer itself reports usage errors (exit 2) and --help/--version (exit 0)
         app(args=argv, prog_name="speedpose", standalone_mode=True)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except SpeedposeError as exc:
-        if debug:
+        if _state["debug"]:  # `speedpose --debug COMMAND`, as parsed by the root callback
             raise
         typer.echo(f"error: {exc}", err=True)
         return exc.exit_code

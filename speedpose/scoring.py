@@ -10,6 +10,15 @@ Per image, with ``q`` scalar-first and ``r`` in metres:
 
 A domain's score is the mean over its images.  The thresholds are the hardware-in-the-loop rule; SPNv2 and
 speedpose apply none on synthetic (``thresholds=False``).
+
+The other numbers reported with it have one rule each, here:
+
+* Acc@k (:func:`fraction_within_deg`): the fraction of images whose rotation error is AT MOST k degrees
+  (``e_r_deg <= k``, "error within k degrees" as the orientation papers state it).  Every Acc@k of speedpose
+  (SPEED+ ``acc@k``, the benchmarks' ``acc15``/``acc30``) uses it;
+* localisation IoU (:func:`box_iou`): intersection over union of the predicted and the true keypoint boxes;
+* the summary of a set of predictions (:func:`summarise_pose_errors`): the keys of validation, of
+  ``speedpose evaluate`` and of the adaptation check alike.
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ POSITION_THRESHOLD = 2.173e-3
 ORIENTATION_THRESHOLD_DEG = 0.169
 #: domains on which the thresholds apply by default
 THRESHOLD_DOMAINS = frozenset({"lightbox", "sunlamp"})
+#: rotation-accuracy thresholds [deg] of the SPEED+ summaries (``acc@2`` ... ``acc@30``)
+ACC_THRESHOLDS_DEG = (2.0, 5.0, 10.0, 30.0)
 
 
 def default_thresholds(domain: str) -> bool:
@@ -119,10 +130,73 @@ def combined_score(scores: dict[str, DomainScore]) -> float | None:
     return None
 
 
+def fraction_within_deg(errors_deg: np.ndarray, threshold_deg: float) -> float:
+    """Acc@k: the fraction of rotation errors [deg] AT MOST ``threshold_deg`` (inclusive: an error of exactly
+    k degrees counts as correct).  (N,) -> float; NaN when there is no error to count."""
+    e = np.asarray(errors_deg, dtype=np.float64).reshape(-1)
+    return float(np.mean(e <= threshold_deg)) if e.size else math.nan
+
+
 def accuracy_at_deg(errors_rad: np.ndarray, thresholds_deg=(2.0, 5.0, 10.0)) -> dict[str, float]:
-    """Fraction of rotation errors below each threshold in DEGREES: ``{"acc@2": ..., ...}``."""
+    """Acc@k of rotation errors given in RADIANS, thresholds in DEGREES: ``{"acc@2": ..., ...}``
+    (rule: :func:`fraction_within_deg`)."""
     e = np.degrees(np.asarray(errors_rad, dtype=np.float64))
-    return {f"acc@{t:g}": float(np.mean(e < t)) if e.size else math.nan for t in thresholds_deg}
+    return {f"acc@{t:g}": fraction_within_deg(e, t) for t in thresholds_deg}
+
+
+def box_iou(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
+    """Intersection over union of paired boxes ``(x0, y0, x1, y1)`` [px]. (N, 4), (N, 4) -> (N,);
+    NaN where a box holds a NaN (e.g. no predicted box)."""
+    a = np.asarray(a_xyxy, dtype=np.float64)
+    b = np.asarray(b_xyxy, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 2 or a.shape[1] != 4:
+        raise ShapeError(f"boxes: expected two (N, 4) arrays, got {a.shape} and {b.shape}")
+    ix = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
+    inter = ix * iy
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a + area_b - inter, 1e-9)
+
+
+def summarise_pose_errors(score_q: np.ndarray, score_t: np.ndarray, e_t_m: np.ndarray, e_r_deg: np.ndarray,
+                          loc_iou: np.ndarray | None = None,
+                          thresholds_deg: tuple[float, ...] = ACC_THRESHOLDS_DEG) -> dict[str, float]:
+    """The summary of a set of predictions: the one rule behind validation, ``speedpose evaluate`` and the
+    adaptation check.
+
+    Args:
+        score_q, score_t: (N,) orientation and position parts of the pose score (see :func:`per_image_scores`).
+        e_t_m: (N,) translation errors [m].
+        e_r_deg: (N,) rotation errors [deg].
+        loc_iou: (N,) localisation IoU per image, NaN where an image has no box; None: no localiser.
+        thresholds_deg: the Acc@k thresholds [deg].
+    Returns:
+        ``count``; and, when ``count > 0``, ``score`` (mean of ``score_q + score_t``), ``score_orientation``,
+        ``score_position``, ``e_t_mean_m``, ``e_t_median_m``, ``e_r_mean_deg``, ``e_r_median_deg``, ``acc@k``
+        for each threshold (:func:`fraction_within_deg`), and ``loc_iou`` (mean over the images with a box;
+        absent when no image has one).
+    """
+    s_q, s_t = np.asarray(score_q, np.float64), np.asarray(score_t, np.float64)
+    e_t, e_r = np.asarray(e_t_m, np.float64), np.asarray(e_r_deg, np.float64)
+    if not (s_q.shape == s_t.shape == e_t.shape == e_r.shape and s_q.ndim == 1):
+        raise ShapeError(f"per-image errors: expected four (N,) arrays, got {s_q.shape}, {s_t.shape}, {e_t.shape} "
+                         f"and {e_r.shape}")
+    n = len(e_r)
+    if n == 0:
+        return {"count": 0}
+    out = {"count": n, "score": float(np.mean(s_q + s_t)), "score_orientation": float(s_q.mean()),
+           "score_position": float(s_t.mean()), "e_t_mean_m": float(e_t.mean()),
+           "e_t_median_m": float(np.median(e_t)), "e_r_mean_deg": float(e_r.mean()),
+           "e_r_median_deg": float(np.median(e_r))}
+    out.update({f"acc@{t:g}": fraction_within_deg(e_r, t) for t in thresholds_deg})
+    if loc_iou is not None:
+        iou = np.asarray(loc_iou, np.float64)
+        if iou.shape != e_r.shape:
+            raise ShapeError(f"loc_iou: expected shape {e_r.shape}, got {iou.shape}")
+        if np.isfinite(iou).any():
+            out["loc_iou"] = float(np.nanmean(iou))
+    return out
 
 
 def _rows(x, n: int, name: str) -> np.ndarray:

@@ -71,3 +71,16 @@ def smoke_run(tiny_prepared, tmp_path_factory) -> Path:
     train_stage.run(root, "smoke", ["data.val_limit=2", "train.batch_size=2", "train.workers=0", "train.device=cpu",
                                     "train.max_steps=2", f"data.prep_dir={prep}"], out=out, name="run", progress=False)
     return out / "run"
+
+
+@pytest.fixture(scope="session")
+def benchmark_roots(tmp_path_factory) -> dict[str, Path]:
+    """Tiny generated ModelNet10-SO(3) (4 train, 4 limited, 6 test, 64 px) and PASCAL3D+ (200x160) roots, by dataset
+    name, made once per test session."""
+    from speedpose.benchmarks.testing import write_modelnet10_root, write_pascal3d_tree
+
+    base = tmp_path_factory.mktemp("bench")
+    mn = write_modelnet10_root(base / "modelnet10", n_train=4, n_limited=4, n_test=6, size=64)
+    p3 = base / "PASCAL3D+_release1.1"
+    write_pascal3d_tree(p3, width=200, height=160)
+    return {"modelnet10": mn, "pascal3d": p3}

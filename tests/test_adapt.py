@@ -31,7 +31,7 @@ from speedpose.data.loader import open_split
 from speedpose.data.subsets import evenly_spaced
 from speedpose.labels import label_file, read_labels
 from speedpose.pose.inference import predict_split
-from speedpose.pose.run import load_run
+from speedpose.runs import load_run
 from speedpose.training import load_checkpoint
 
 #: a few steps of everything, on CPU

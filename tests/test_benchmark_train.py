@@ -9,11 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from fixtures_benchmarks import write_modelnet10_root, write_pascal3d_tree
-from pipelines.train import resolve_config
 from speedpose.benchmarks import build_model
 from speedpose.cli import main
-from speedpose.config import load_config
+from speedpose.config import load_config, resolve_config
 
 # the shipped recipe with a small network: resnet18, lmax 3, 64 px (the architecture of the recipe is kept by the
 # slow test below); the two-step budget is one epoch of the fixture, so validation runs too
@@ -25,18 +23,9 @@ SMALL = ["model.pretrained=false", "model.encoder=resnet18", "data.image_size=64
 BATCH = {"modelnet10": 2, "pascal3d": 4}  # 4 ModelNet / 9 PASCAL3D+ training records -> 2 steps per epoch
 
 
-@pytest.fixture(scope="module")
-def roots(tmp_path_factory):
-    base = tmp_path_factory.mktemp("bench")
-    mn = write_modelnet10_root(base / "modelnet10", n_train=4, n_limited=4, n_test=6, size=64)
-    p3 = base / "PASCAL3D+_release1.1"
-    write_pascal3d_tree(p3, width=200, height=160)
-    return {"modelnet10": mn, "pascal3d": p3}
-
-
 @pytest.mark.parametrize("dataset", ["modelnet10", "pascal3d"])
-def test_two_steps_then_evaluate(dataset, roots, tmp_path, capsys):
-    root = roots[dataset]
+def test_two_steps_then_evaluate(dataset, benchmark_roots, tmp_path, capsys):
+    root = benchmark_roots[dataset]
     rc = main(["train", "--dataset", dataset, "--root", str(root), "--out", str(tmp_path), "--name", "run",
                *SMALL, f"train.batch_size={BATCH[dataset]}"])
     assert rc == 0, capsys.readouterr().err
@@ -69,16 +58,16 @@ def test_two_steps_then_evaluate(dataset, roots, tmp_path, capsys):
     assert json.loads((out / "metrics.json").read_text())["metrics"] == m
 
 
-def test_evaluate_refuses_a_run_of_another_dataset(roots, tmp_path, capsys):
+def test_evaluate_refuses_a_run_of_another_dataset(benchmark_roots, tmp_path, capsys):
     run = tmp_path / "fake"
     run.mkdir()
     (run / "config.yaml").write_text("task: modelnet10\n")
-    rc = main(["evaluate", "--dataset", "pascal3d", "--run", str(run), "--root", str(roots["pascal3d"])])
+    rc = main(["evaluate", "--dataset", "pascal3d", "--run", str(run), "--root", str(benchmark_roots["pascal3d"])])
     assert rc == 2 and "not --dataset pascal3d" in capsys.readouterr().err
-    rc = main(["evaluate", "--dataset", "symsol", "--run", str(run), "--root", str(roots["pascal3d"])])
+    rc = main(["evaluate", "--dataset", "symsol", "--run", str(run), "--root", str(benchmark_roots["pascal3d"])])
     assert rc == 2 and "modelnet10, pascal3d" in capsys.readouterr().err
     # SPEED+ (the default dataset) still needs --domain
-    rc = main(["evaluate", "--run", str(run), "--root", str(roots["pascal3d"])])
+    rc = main(["evaluate", "--run", str(run), "--root", str(benchmark_roots["pascal3d"])])
     assert rc == 2 and "--domain" in capsys.readouterr().err
 
 
@@ -89,10 +78,10 @@ def test_train_without_root_is_a_clean_error(capsys):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dataset", ["modelnet10", "pascal3d"])
-def test_full_size_recipe_two_steps(dataset, roots, tmp_path):
+def test_full_size_recipe_two_steps(dataset, benchmark_roots, tmp_path):
     """The shipped recipe's architecture (ResNet-50 / ResNet-101, lmax 6, 224 px, level-3 loss grid), untouched
     except for random init, CPU and a two-step budget."""
-    rc = main(["train", "--dataset", dataset, "--root", str(roots[dataset]), "--out", str(tmp_path), "--name",
+    rc = main(["train", "--dataset", dataset, "--root", str(benchmark_roots[dataset]), "--out", str(tmp_path), "--name",
                "run", "model.pretrained=false", "train.workers=0", "train.device=cpu", "train.max_steps=2",
                "train.epochs=1", f"train.batch_size={BATCH[dataset]}", "data.val_limit=2"])
     assert rc == 0 and (tmp_path / "run" / "last.pt").is_file()

@@ -53,6 +53,17 @@ def test_malformed_file_exits_2_with_one_line(root, tmp_path):
     assert debug.returncode != 0 and "Traceback" in debug.stderr
 
 
+def test_only_the_root_option_shows_tracebacks(root, tmp_path, capsys):
+    from speedpose.errors import InputError
+
+    # a file literally named --debug is an argument, not the option: the error stays one line
+    assert main(["score", "--root", str(root), "--", "--debug"]) == 2
+    assert "--debug" in capsys.readouterr().err
+    with pytest.raises(InputError, match="not found"):
+        main(["--debug", "score", "--root", str(root), str(tmp_path / "absent.csv")])
+    assert main(["score", "--root", str(root), str(tmp_path / "absent.csv")]) == 2  # the flag does not stick
+
+
 def test_missing_images_in_submission_exit_2(root, tmp_path, capsys):
     sub = _csv_from_labels(root, tmp_path / "sub.csv")
     sub.write_text("".join(sub.read_text().splitlines(keepends=True)[:5]))

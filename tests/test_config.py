@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -10,6 +12,7 @@ import yaml
 from pydantic import Field
 
 from speedpose.config import (
+    BUILTIN_EXPERIMENTS,
     ConfigModel,
     ExperimentConfig,
     config_hash,
@@ -20,6 +23,7 @@ from speedpose.config import (
     parse_overrides,
     register_experiment,
     save_resolved,
+    with_options,
 )
 from speedpose.errors import ConfigError
 
@@ -29,11 +33,16 @@ class _ModelSection(ConfigModel):
     lmax: int = Field(6, ge=1, description="max degree")
 
 
-@register_experiment("test_config_schema")
 class _Exp(ExperimentConfig):
     task: Literal["test_config_schema"] = "test_config_schema"
     model: _ModelSection = Field(default_factory=_ModelSection)
     weights: dict[str, float] = Field(default_factory=dict, description="free-form loss weights")
+
+
+@pytest.fixture(autouse=True)
+def _registered():
+    """This module's schema, registered through the public API (registering it again is a no-op)."""
+    return register_experiment("test_config_schema", _Exp)
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -73,6 +82,31 @@ def test_overrides_are_parsed_as_yaml_never_evaluated():
     assert cfg.optim.lr == pytest.approx(1e-3) and isinstance(cfg.optim.lr, float)
     assert cfg.model.encoder == "resnet34" and cfg.train.grad_clip is None
     assert cfg.weights == {"kl": 0.5} and cfg.optim.betas == (0.8, 0.9)
+
+
+def test_option_pairs_keep_their_python_value():
+    # the same value typed by a user is read as YAML: "#" starts a comment there
+    assert parse_overrides(["description=/data/speed plus #2"])[0][1] == "/data/speed plus"
+    assert parse_overrides([("description", Path("/data/speed plus #2"))]) == [
+        (("description",), "/data/speed plus #2", "description=/data/speed plus #2")]
+    extra = with_options(["train.epochs=3", "train.seed=4"], {"description": Path("/data/speed plus #2"),
+                                                               "train.epochs": 5, "train.grad_clip": None})
+    assert extra == ["train.epochs=3", "train.seed=4", ("description", Path("/data/speed plus #2")),
+                     ("train.epochs", 5)]
+    cfg = load_config(None, extra, schema=_Exp)
+    assert cfg.description == "/data/speed plus #2"
+    assert cfg.train.epochs == 5 and cfg.train.seed == 4  # an option wins over the dotted override of its key
+    assert load_config(None, [("description", "null")], schema=_Exp).description == "null"  # never re-read
+    assert load_config(None, [("optim.betas", (0.5, 0.6))], schema=_Exp).optim.betas == (0.5, 0.6)
+
+
+def test_option_pair_errors_name_the_option():
+    with pytest.raises(ConfigError, match=r"override 'train.batch_size=0': train.batch_size: .*greater than"):
+        load_config(None, [("train.batch_size", 0)], schema=_Exp)
+    with pytest.raises(ConfigError, match=r"override 'train.epoch=3'.*did you mean train.epochs"):
+        load_config(None, [("train.epoch", 3)], schema=_Exp)
+    with pytest.raises(ConfigError, match=r"\(dotted key, value\) pair"):
+        parse_overrides([("train..epochs", 3)])
 
 
 def test_python_tags_are_rejected():
@@ -171,14 +205,54 @@ def test_describe_lists_every_key_with_type_and_meaning():
     assert yaml.safe_load(text)["train"]["epochs"] == 40  # the rendering is valid YAML with the defaults
 
 
-def test_registry_rejects_duplicates_and_wrong_literal():
+def test_registry_rejects_duplicates_and_wrong_literal(_registered):
     assert "test_config_schema" in list_experiments() and "engine_toy" in list_experiments()
     assert get_experiment("test_config_schema").schema is _Exp
+    assert register_experiment("test_config_schema", _Exp) is _registered  # the same schema again: no-op
+
+    class _Other(ExperimentConfig):
+        task: Literal["test_config_schema"] = "test_config_schema"
+
     with pytest.raises(ValueError, match="already registered"):
-        @register_experiment("test_config_schema")
-        class _Other(ExperimentConfig):
-            task: Literal["test_config_schema"] = "test_config_schema"
+        register_experiment("test_config_schema", _Other)
+
+    class _Wrong(ExperimentConfig):
+        task: Literal["test_config_schema"] = "test_config_schema"
+
     with pytest.raises(ValueError, match="accepts"):
-        @register_experiment("some_other_name")
-        class _Wrong(ExperimentConfig):
-            task: Literal["test_config_schema"] = "test_config_schema"
+        register_experiment("some_other_name", _Wrong)
+    with pytest.raises(TypeError, match="ExperimentConfig subclass"):
+        register_experiment("some_other_name", _ModelSection)  # type: ignore[arg-type]
+    assert "some_other_name" not in list_experiments() and get_experiment("test_config_schema").schema is _Exp
+
+
+def test_builtin_names_are_taken_before_their_module_is_imported():
+    class _FakeSpeedplus(ExperimentConfig):
+        task: Literal["speedplus"] = "speedplus"
+
+    with pytest.raises(ValueError, match="already registered by speedpose.pose.config.SpeedplusExperiment"):
+        register_experiment("speedplus", _FakeSpeedplus)
+    assert get_experiment("speedplus").schema.__module__ == "speedpose.pose.config"
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_EXPERIMENTS))
+def test_builtin_table_resolves(name):
+    schema_ref, factory_ref = BUILTIN_EXPERIMENTS[name]
+    entry = get_experiment(name)
+    assert entry.name == name and f"{entry.schema.__module__}:{entry.schema.__qualname__}" == schema_ref
+    assert entry.schema.model_fields["task"].default == name
+    assert (entry.task_factory is None) == (factory_ref is None)
+    assert name in list_experiments()
+
+
+def test_loading_a_config_imports_only_its_own_experiment(tmp_path):
+    """No source scanning: loading an engine_toy config leaves the SPEED+, benchmark and adaptation modules (and
+    the tests) unimported."""
+    code = ("import sys; from speedpose.config import load_config, list_experiments; "
+            "cfg = load_config('configs/engine_toy.yaml'); assert 'speedplus' in list_experiments(); "
+            "print(cfg.task, sorted(m for m in sys.modules if m.startswith(('speedpose.pose', "
+            "'speedpose.benchmarks', 'speedpose.adapt', 'tests', 'test_'))))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["engine_toy", "[]"]

@@ -31,7 +31,8 @@ def test_plan_scales_with_the_budget():
 def smoke_demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     sizes = demo_stage.DemoPlan(minutes=1.0, train=4, val=2, lightbox=2, sunlamp=2, config="smoke")
-    s = demo_stage.run(out, 1.0, "smoke", SMOKE, sizes=sizes, n_examples=1, n_distributions=1, progress=False)
+    s = demo_stage.run(out, 1.0, config="smoke", overrides=SMOKE, sizes=sizes, n_examples=1, n_distributions=1,
+                       progress=False)
     return s, out, sizes
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fixtures_benchmarks import write_modelnet10_npz, write_modelnet10_root
 from speedpose.benchmarks.datasets import ModelNet10Samples
+from speedpose.benchmarks.testing import write_modelnet10_npz, write_modelnet10_root
 from speedpose.data.modelnet10 import MODELNET10_CLASSES, ModelNet10Adapter, npz_array_ref
 from speedpose.errors import InputError
 from speedpose.geometry.rotations import quat_wxyz_to_matrix

@@ -7,7 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from fixtures_benchmarks import (
+from speedpose.benchmarks.datasets import MixedSamples, Pascal3DSamples
+from speedpose.benchmarks.testing import (
     OBJECT_POINTS,
     dot_centroids,
     make_object,
@@ -16,7 +17,6 @@ from fixtures_benchmarks import (
     write_pascal3d_tree,
     write_renderforcnn,
 )
-from speedpose.benchmarks.datasets import MixedSamples, Pascal3DSamples
 from speedpose.data.pascal3d import PASCAL3D_CLASSES, Pascal3DAdapter, read_rgb, viewpoint_to_R_cam_obj
 from speedpose.errors import InputError
 

@@ -10,7 +10,7 @@ from speedpose.config import load_config
 from speedpose.data.loader import open_split
 from speedpose.pose.dataset import PoseSamples
 from speedpose.pose.inference import predict_split
-from speedpose.pose.task import SpeedplusTask, box_iou, train_subset
+from speedpose.pose.task import SpeedplusTask, train_subset
 from speedpose.tango import project_keypoints
 from speedpose.training import load_checkpoint
 
@@ -43,12 +43,6 @@ def test_train_subset_is_seeded():
     assert len(a) == 20 and np.array_equal(a, train_subset(100, 0.2, 0))
     assert not np.array_equal(a, train_subset(100, 0.2, 1))
     assert len(train_subset(100, 1.0, 0)) == 100
-
-
-def test_box_iou():
-    a = np.array([[0.0, 0, 10, 10], [0, 0, 10, 10]])
-    b = np.array([[0.0, 0, 10, 10], [5, 0, 15, 10]])
-    np.testing.assert_allclose(box_iou(a, b), [1.0, 1 / 3])
 
 
 @pytest.mark.parametrize("config", ["smoke", "speedplus_fullimage"])

@@ -1,5 +1,6 @@
-"""`speedpose predict` on the real SPEED+ sample images with a smoke-trained run: it runs, writes overlays and
-distribution plots, prints one JSON line per image (no accuracy claim: the run is two steps old)."""
+"""`speedpose predict` with a smoke-trained run: on the real SPEED+ sample images it runs, writes overlays and
+distribution plots, prints one JSON line per image (no accuracy claim: the run is two steps old); on stand-in frames
+it gives the poses of evaluate's preprocessed-split path."""
 
 from __future__ import annotations
 
@@ -35,14 +36,30 @@ def test_predict_real_sample_images(real_sample, smoke_run, tmp_path, capsys):
     assert saved == lines
 
 
-def test_predict_is_deterministic_and_matches_the_split_path(real_sample, smoke_run, tmp_path):
-    """The same image through `predict` twice gives the same pose."""
-    img = sorted((real_sample / "lightbox" / "images").glob("*.jpg"))[:1]
-    a = predict_stage.run(img, smoke_run, real_sample / "camera.json", tmp_path / "a", device="cpu", plots=False,
-                          progress=False)
-    b = predict_stage.run(img, smoke_run, real_sample / "camera.json", tmp_path / "b", device="cpu", plots=False,
-                          progress=False)
-    assert a[0]["q_wxyz"] == b[0]["q_wxyz"] and a[0]["r_cam_m"] == b[0]["r_cam_m"]
+def test_predict_matches_the_split_path(tiny_standin, smoke_run, tmp_path):
+    """Image files through `predict` give, image for image, the poses of `evaluate`'s path (the same frames
+    preprocessed at predict's size, through predict_split): same decoding, same localiser input, same crops."""
+    import torch
+
+    from pipelines import preprocess
+    from speedpose.data.loader import open_split
+    from speedpose.pose.inference import predict_split
+    from speedpose.runs import load_run
+
+    prep = tmp_path / "prep"
+    preprocess.run(tiny_standin, out=prep, domains=("lightbox",), size=predict_stage.IMAGE_SIZE, workers=1,
+                   progress=False)
+    split = open_split(prep, "lightbox", "test", root=tiny_standin)
+    loaded = load_run(smoke_run, "best")
+    ref = predict_split(loaded.model, split, np.arange(len(split)), loaded.cfg, torch.device("cpu"), batch_size=1)
+    images = [split.image_path(i) for i in range(len(split))]
+    got = predict_stage.run(images, smoke_run, camera=tiny_standin / "camera.json", out=tmp_path / "p",
+                            device="cpu", plots=False, progress=False)
+    assert [Path(r["image"]).name for r in got] == split.filenames
+    for k, rec in enumerate(got):
+        for key, expected in (("q_wxyz", ref.q_wxyz[k]), ("r_cam_m", ref.r_cam_m[k]),
+                              ("box_xyxy", ref.box_xyxy[k]), ("confidence", ref.confidence[k])):
+            np.testing.assert_allclose(rec[key], expected, rtol=0, atol=1e-6, err_msg=f"{split.filenames[k]} {key}")
 
 
 def test_predict_refuses_bad_images(smoke_run, tmp_path):

@@ -13,11 +13,13 @@ import pandas as pd
 import pytest
 from scipy.spatial.transform import Rotation
 
+import speedpose.data.preprocess as library
 from pipelines import preprocess as stage
 from speedpose.cli import main
 from speedpose.data import open_split
 from speedpose.data.index import INDEX_COLUMNS
 from speedpose.data.testing import write_tiny_speedplus
+from speedpose.errors import InputError
 
 Q = "q_vbs2tango_true"
 R = "r_Vo2To_vbs_true"
@@ -335,9 +337,9 @@ def test_cache_noop_touch_size_force(dataset, tmp_path, capsys):
 
 def test_interrupted_run_resumes(dataset, tmp_path, monkeypatch):
     out = tmp_path / "out"
-    monkeypatch.setattr(stage, "CHUNK", 2)  # 8 lightbox images -> 4 chunks
+    monkeypatch.setattr(library, "CHUNK", 2)  # 8 lightbox images -> 4 chunks
     calls = []
-    real = stage.prepare_chunk
+    real = library.prepare_chunk
 
     def flaky(store, offset, first_row, *args):
         calls.append(first_row)
@@ -345,12 +347,12 @@ def test_interrupted_run_resumes(dataset, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(store, offset, first_row, *args)
 
-    monkeypatch.setattr(stage, "prepare_chunk", flaky)
+    monkeypatch.setattr(library, "prepare_chunk", flaky)
     with pytest.raises(KeyboardInterrupt):
         stage.run(dataset, out=out, domains=("lightbox",), workers=1, progress=False)
     assert not (out / "lightbox/test/manifest.json").exists()
     assert len(list((out / "lightbox/test/.partial/chunks").glob("*.json"))) == 2
-    with pytest.raises(Exception):
+    with pytest.raises(InputError, match="no preprocessed lightbox/test here"):
         open_split(out, "lightbox", "test")  # an unfinished split is refused
 
     calls.clear()

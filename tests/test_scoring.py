@@ -11,11 +11,15 @@ from speedpose.scoring import (
     POSITION_THRESHOLD,
     DomainScore,
     accuracy_at_deg,
+    box_iou,
     combined_score,
     default_thresholds,
+    fraction_within_deg,
     per_image_scores,
     score_poses,
+    summarise_pose_errors,
 )
+from speedpose.errors import ShapeError
 
 Q0 = np.array([[1.0, 0.0, 0.0, 0.0]])
 R0 = np.array([[0.0, 0.0, 5.0]])
@@ -99,3 +103,47 @@ def test_combined_mean():
 def test_accuracy_at_degrees():
     acc = accuracy_at_deg(np.radians([1.0, 4.0, 9.0, 20.0]))
     assert acc == {"acc@2": 0.25, "acc@5": 0.5, "acc@10": 0.75}
+
+
+def test_acc_at_k_counts_an_error_of_exactly_k_degrees():
+    assert fraction_within_deg(np.array([10.0]), 10.0) == 1.0
+    assert fraction_within_deg(np.array([np.nextafter(10.0, 11.0)]), 10.0) == 0.0
+    assert fraction_within_deg(np.array([9.0, 10.0, 10.5, 30.0]), 10.0) == 0.5
+    assert math.isnan(fraction_within_deg(np.array([]), 10.0))
+    # radians in, degrees as thresholds: 2, 5 and 10 degrees survive the round trip exactly
+    acc = accuracy_at_deg(np.radians([2.0, 5.0, 10.0, 10.5]))
+    assert acc == {"acc@2": 0.25, "acc@5": 0.5, "acc@10": 0.75}
+
+
+def test_benchmark_and_speedplus_acc_share_the_rule():
+    from speedpose.benchmarks.metrics import benchmark_metrics
+
+    err = np.array([15.0, 30.0, 30.0001])
+    m = benchmark_metrics(err, np.zeros(3, int), ["a"])["pooled"]
+    s = summarise_pose_errors(np.zeros(3), np.zeros(3), np.zeros(3), err, thresholds_deg=(15.0, 30.0))
+    assert (m["acc15"], m["acc30"]) == (s["acc@15"], s["acc@30"]) == (pytest.approx(1 / 3), pytest.approx(2 / 3))
+
+
+def test_box_iou():
+    a = np.array([[0.0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10], [np.nan, 0, 10, 10]])
+    b = np.array([[0.0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 10, 10]])
+    iou = box_iou(a, b)
+    np.testing.assert_allclose(iou[:3], [1.0, 1 / 3, 0.0])
+    assert np.isnan(iou[3])
+    with pytest.raises(ShapeError, match=r"\(N, 4\)"):
+        box_iou(a[:, :3], b[:, :3])
+
+
+def test_summary_of_errors_by_hand():
+    s = summarise_pose_errors(score_q=np.array([0.1, 0.3]), score_t=np.array([0.0, 0.2]),
+                              e_t_m=np.array([1.0, 3.0]), e_r_deg=np.array([2.0, 30.0]),
+                              loc_iou=np.array([0.5, np.nan]))
+    assert s == {"count": 2, "score": pytest.approx(0.3), "score_orientation": pytest.approx(0.2),
+                 "score_position": pytest.approx(0.1), "e_t_mean_m": 2.0, "e_t_median_m": 2.0,
+                 "e_r_mean_deg": 16.0, "e_r_median_deg": 16.0, "acc@2": 0.5, "acc@5": 0.5, "acc@10": 0.5,
+                 "acc@30": 1.0, "loc_iou": 0.5}
+    no_box = summarise_pose_errors(np.zeros(2), np.zeros(2), np.zeros(2), np.zeros(2), np.full(2, np.nan))
+    assert "loc_iou" not in no_box and "loc_iou" not in summarise_pose_errors(*np.zeros((4, 2)))
+    assert summarise_pose_errors(*np.zeros((4, 0))) == {"count": 0}
+    with pytest.raises(ShapeError):
+        summarise_pose_errors(np.zeros(2), np.zeros(2), np.zeros(2), np.zeros(3))

@@ -14,7 +14,8 @@ import torch
 
 from speedpose.config import load_config
 from speedpose.errors import InputError
-from speedpose.training import fit, load_checkpoint, train_from_config
+from pipelines import train as train_stage
+from speedpose.training import fit, load_checkpoint
 from speedpose.training.toy import ToyTask
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,9 +35,9 @@ def _global_step(path: Path) -> int:
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
     run = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    code = "import sys; from speedpose.training import train_from_config; " \
-           "train_from_config(sys.argv[1], sys.argv[3:], sys.argv[2], progress=False)"
-    cmd = [sys.executable, "-c", code, str(CONFIG), str(run), *OVERRIDES]
+    code = "import sys; from pipelines import train; " \
+           "train.run(None, sys.argv[1], sys.argv[3:], out=sys.argv[2], name='killed', progress=False)"
+    cmd = [sys.executable, "-c", code, str(CONFIG), str(tmp_path), *OVERRIDES]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
@@ -56,7 +57,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
     # a kill may leave a stray temporary file, but last.pt itself is complete: it loaded with weights_only=True
 
     (run / ".last.pt.abc123.tmp").write_bytes(b"what a kill during torch.save leaves")
-    summary = train_from_config(CONFIG, OVERRIDES, run, resume=True, progress=False)
+    summary = train_stage.run(None, CONFIG, OVERRIDES, out=tmp_path, name="killed", resume=True, progress=False)
     assert summary.resumed_from_step == killed_at and summary.global_step == 12
     assert not list(run.glob(".*.tmp"))  # stray temporary files were cleaned up
 

@@ -136,11 +136,11 @@ def main() -> None:
     import torch
 
     from pipelines import evaluate, train
-    from speedpose.config import load_config
+    from speedpose.config import load_config, resolve_config
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg_path = train.resolve_config(args.config, "speedplus")
+    cfg_path = resolve_config(args.config, "speedplus")
     cfg = load_config(cfg_path, list(args.overrides))
     root, prep = prepare_data(args, cfg)
     if args.prepare_only:
@@ -151,8 +151,8 @@ def main() -> None:
     run_dir = out / name
     if (run_dir / "summary.json").exists():
         raise SystemExit(f"{run_dir} holds a finished run: choose another --name or delete it")
-    overrides = [*args.overrides, f"data.prep_dir={prep}", f"train.max_train_time_min={args.minutes}",
-                 f"train.val_every_min={args.every}", f"data.val_limit={args.val_limit}"]
+    overrides = [*args.overrides, ("data.prep_dir", prep), ("train.max_train_time_min", args.minutes),
+                 ("train.val_every_min", args.every), ("data.val_limit", args.val_limit)]
     t0 = time.monotonic()
     summary = train.run(root, args.config, overrides, out=out, name=name, resume=(run_dir / "last.pt").exists())
     train_wall = time.monotonic() - t0

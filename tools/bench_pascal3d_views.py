@@ -9,18 +9,15 @@ training sample (decode + augmentation + view) versus JPEG decoding alone.
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from fixtures_benchmarks import write_pascal3d_tree  # noqa: E402
-from speedpose.benchmarks.datasets import Pascal3DSamples, warp_pinhole  # noqa: E402
-from speedpose.data.pascal3d import Pascal3DAdapter, object_view, read_rgb, resolve_camera_and_box  # noqa: E402
+from speedpose.benchmarks.datasets import Pascal3DSamples, warp_pinhole
+from speedpose.benchmarks.testing import write_pascal3d_tree
+from speedpose.data.pascal3d import Pascal3DAdapter, object_view, read_rgb, resolve_camera_and_box
 
 
 def median_time(fn, runs: int = 9) -> float:

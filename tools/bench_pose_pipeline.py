@@ -26,8 +26,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import default_collate  # noqa: E402
 
-from pipelines.train import resolve_config  # noqa: E402
-from speedpose.config import load_config  # noqa: E402
+from speedpose.config import load_config, resolve_config  # noqa: E402
 from speedpose.pose.task import SpeedplusTask  # noqa: E402
 from speedpose.training import build_optimizer  # noqa: E402
 
@@ -43,7 +42,7 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = load_config(resolve_config(args.config, "speedplus"), [f"data.root={args.root}", *args.overrides])
+    cfg = load_config(resolve_config(args.config, "speedplus"), [("data.root", args.root), *args.overrides])
     task = SpeedplusTask(cfg)
     ds = task.train_dataset()
     n = len(ds)

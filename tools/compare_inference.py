@@ -38,7 +38,7 @@ def main() -> None:
     from speedpose.config.loading import RESOLVED_NAME
     from speedpose.data.loader import open_split
     from speedpose.pose.inference import predict_split
-    from speedpose.pose.run import load_run
+    from speedpose.runs import load_run
     from speedpose.pose.task import pose_metrics
     from speedpose.scoring import default_thresholds
 

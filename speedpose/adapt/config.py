@@ -17,8 +17,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
-from speedpose.config import ConfigModel, ExperimentConfig, OptimConfig, ScheduleConfig, TrainConfig, \
-    register_experiment
+from speedpose.config import ConfigModel, ExperimentConfig, OptimConfig, ScheduleConfig, TrainConfig
 
 METHODS = ("refine", "self-train")
 TARGET_DOMAINS = ("lightbox", "sunlamp")
@@ -91,7 +90,6 @@ def _default_train() -> TrainConfig:
                        log_every_steps=10, device="auto", seed=0)
 
 
-@register_experiment("adapt")
 class AdaptExperiment(ExperimentConfig):
     """Settings of ``speedpose adapt`` (see the module docstring for the inherited sections)."""
 

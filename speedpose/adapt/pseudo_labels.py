@@ -31,7 +31,7 @@ from speedpose.pose.config import SpeedplusExperiment
 from speedpose.pose.inference import localise_and_crop, predict_split
 from speedpose.pose.model import PoseModel
 from speedpose.pose.orientation import rotation_mode
-from speedpose.pose.task import box_iou
+from speedpose.scoring import box_iou
 from speedpose.tango import keypoint_box, project_keypoints, tango_keypoints_body
 from speedpose.training.seeding import mix_seed
 

@@ -35,11 +35,12 @@ from speedpose.adapt.pseudo_labels import PseudoLabels, make_pseudo_labels
 from speedpose.adapt.targets import pseudo_labelled_view
 from speedpose.config import config_to_dict
 from speedpose.data.loader import PreprocessedSplit
-from speedpose.io_utils import atomic_path, atomic_write_json, read_json
+from speedpose.io_utils import atomic_write_json, read_json
 from speedpose.pose.config import SpeedplusExperiment
 from speedpose.pose.dataset import PoseSamples
 from speedpose.pose.model import PoseModel
 from speedpose.pose.task import SpeedplusTask, train_subset
+from speedpose.resumable import ChunkFiles
 from speedpose.training import LAST_NAME, fit, load_checkpoint
 from speedpose.training.seeding import mix_seed
 
@@ -171,8 +172,9 @@ def _round_dir(work_dir: Path, r: int) -> Path:
     return work_dir / "rounds" / f"round_{r}"
 
 
-def _labels_path(work_dir: Path, r: int) -> Path:
-    return work_dir / "pseudo_labels" / f"round_{r}.csv"
+def _label_files(work_dir: Path) -> ChunkFiles:
+    """The rounds' pseudo-label tables, one chunk file per round (the inputs' key is the adaptation's)."""
+    return ChunkFiles(work_dir, pattern="pseudo_labels/round_{k}.csv")
 
 
 def _finetune(model: PoseModel, cfg: SpeedplusExperiment, acfg: AdaptExperiment, target: PreprocessedSplit,
@@ -220,6 +222,7 @@ def self_train(model: PoseModel, cfg: SpeedplusExperiment, acfg: AdaptExperiment
     st = acfg.self_train
     work_dir = Path(work_dir)
     state_path = work_dir / STATE_NAME
+    label_files = _label_files(work_dir)
     source_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if state_path.is_file():
         state = read_json(state_path)
@@ -235,13 +238,13 @@ def self_train(model: PoseModel, cfg: SpeedplusExperiment, acfg: AdaptExperiment
     for r in range(len(state["rounds"]), st.rounds):
         if state["stopped"] is not None:
             break
-        path = _labels_path(work_dir, r)
-        if path.is_file():
+        path = label_files.path(r)
+        if label_files.is_done(r):
             labels = PseudoLabels.from_frame(pd.read_csv(path, float_precision="round_trip"))
         else:
             labels = make_pseudo_labels(model, target, cfg, st, device, mix_seed(acfg.train.seed, r),
                                         acfg.train.batch_size, progress)
-            with atomic_path(path) as tmp:
+            with label_files.writing(r) as tmp:
                 labels.to_frame(target.filenames).to_csv(tmp, index=False)
         rec: dict[str, Any] = {"round": r, "selected": int(labels.selected.sum()),
                                "pseudo_labels": str(path.relative_to(work_dir))}

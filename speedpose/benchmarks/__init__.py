@@ -7,7 +7,8 @@ Public API::
     BenchmarkModel                                    # ResNet + I2S head (+ one-hot class)
     benchmark_metrics, flat_metrics, format_metrics_table, rotation_errors_deg
 
-The dataset adapters live in :mod:`speedpose.data.modelnet10` and :mod:`speedpose.data.pascal3d`.
+The dataset adapters live in :mod:`speedpose.data.modelnet10` and :mod:`speedpose.data.pascal3d`; tiny generated
+datasets in their formats: :mod:`speedpose.benchmarks.testing`.
 """
 
 from speedpose.benchmarks.config import ModelNet10Experiment, Pascal3DExperiment

@@ -11,7 +11,7 @@ from typing import Literal, Optional, Union
 
 from pydantic import Field
 
-from speedpose.config import ConfigModel, ExperimentConfig, register_experiment
+from speedpose.config import ConfigModel, ExperimentConfig
 from speedpose.pose.config import I2SConfig
 
 
@@ -72,19 +72,6 @@ class Pascal3DDataConfig(ConfigModel):
                               "this fraction of the box side")
 
 
-def _modelnet_task(cfg):
-    from speedpose.benchmarks.task import BenchmarkTask
-
-    return BenchmarkTask(cfg)
-
-
-def _pascal_task(cfg):
-    from speedpose.benchmarks.task import BenchmarkTask
-
-    return BenchmarkTask(cfg)
-
-
-@register_experiment("modelnet10", task_factory=_modelnet_task)
 class ModelNet10Experiment(ExperimentConfig):
     """I2S on ModelNet10-SO(3)."""
 
@@ -94,7 +81,6 @@ class ModelNet10Experiment(ExperimentConfig):
     eval: EvalConfig = Field(default_factory=EvalConfig, description="evaluation")
 
 
-@register_experiment("pascal3d", task_factory=_pascal_task)
 class Pascal3DExperiment(ExperimentConfig):
     """I2S on PASCAL3D+."""
 

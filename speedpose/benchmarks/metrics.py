@@ -13,6 +13,7 @@ import numpy as np
 
 from speedpose.errors import ShapeError
 from speedpose.geometry.rotations import geodesic_angle_matrix
+from speedpose.scoring import fraction_within_deg
 
 #: thresholds of the accuracies [deg]
 ACC_THRESHOLDS_DEG = (15.0, 30.0)
@@ -28,7 +29,7 @@ def rotation_errors_deg(R_pred: np.ndarray, R_true: np.ndarray) -> np.ndarray:
 
 
 def _summary(err_deg: np.ndarray) -> dict[str, float]:
-    out = {f"acc{int(t)}": float(np.mean(err_deg <= t)) for t in ACC_THRESHOLDS_DEG}
+    out = {f"acc{int(t)}": fraction_within_deg(err_deg, t) for t in ACC_THRESHOLDS_DEG}
     out["median_deg"] = float(np.median(err_deg))
     out["mean_deg"] = float(np.mean(err_deg))
     return out
@@ -46,7 +47,8 @@ def benchmark_metrics(err_deg: np.ndarray, class_ids: np.ndarray, class_names: S
     Returns:
         ``{"per_class": {name: {"count", "acc15", "acc30", "median_deg", "mean_deg"[, "log_likelihood"]}},
         "class_mean": {same keys averaged over classes}, "pooled": {same keys over all images}}``.
-        An image counts as correct at threshold t when its error is <= t.
+        An image counts as correct at threshold t when its error is at most t degrees (the one Acc@k rule,
+        :func:`speedpose.scoring.fraction_within_deg`).
     """
     err = np.asarray(err_deg, dtype=np.float64).reshape(-1)
     cls = np.asarray(class_ids).reshape(-1)

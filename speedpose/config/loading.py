@@ -9,11 +9,12 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import os
 import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, Iterable, Sequence, TypeVar, Union
+from typing import Any, Iterable, Mapping, Sequence, TypeVar, Union
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -72,20 +73,46 @@ def _dotted(path: Sequence[str | int]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ overrides
-def with_options(overrides: Iterable[str], options: dict[str, Any]) -> list[str]:
-    """``overrides`` followed by ``key=value`` for every command-line option that was given (value not None),
-    e.g. ``with_options(ctx.args, {"train.seed": seed})``: options override the config and the dotted overrides."""
-    return [*overrides, *(f"{k}={v}" for k, v in options.items() if v is not None)]
+#: one override: a ``"key.sub=value"`` string typed by a user (the value read as YAML), or a ``(dotted key, value)``
+#: pair from code, e.g. a command-line option, whose Python value is used as it is (a path stays the whole path)
+Override = Union[str, tuple[str, Any]]
 
 
-def parse_overrides(items: Iterable[str]) -> list[tuple[tuple[str, ...], Any, str]]:
-    """Parse ``key.sub=value`` strings; each value is read with the safe YAML loader (never ``eval``).
+def with_options(overrides: Iterable[Override], options: Mapping[str, Any]) -> list[Override]:
+    """``overrides`` followed by a ``(dotted key, value)`` pair for every command-line option that was given
+    (value not None), e.g. ``with_options(ctx.args, {"train.seed": seed})``: options override the config and the
+    dotted overrides, and their values are never re-read as YAML (``--root "/data/speed plus #2"`` stays whole)."""
+    return [*overrides, *((k, v) for k, v in options.items() if v is not None)]
+
+
+def _plain(value: Any) -> Any:
+    """A Python option value as config data: paths become strings, tuples lists (as YAML would hold them)."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def parse_overrides(items: Iterable[Override]) -> list[tuple[tuple[str, ...], Any, str]]:
+    """Parse overrides: ``key.sub=value`` strings, each value read with the safe YAML loader (never ``eval``), and
+    ``(key.sub, value)`` pairs, whose value is kept as given (a path becomes its string).
 
     Returns:
-        ``[(path, value, original_text)]`` in the given order (a later override of the same key wins).
+        ``[(path, value, shown_text)]`` in the given order (a later override of the same key wins); ``shown_text``
+        is the string itself, or ``key=value`` for a pair (it names the override in error messages).
     """
     parsed = []
     for item in items:
+        if isinstance(item, tuple):
+            if len(item) != 2 or not isinstance(item[0], str) or not _KEY_RE.match(item[0]):
+                raise ConfigError(f"override {item!r}: expected a (dotted key, value) pair such as "
+                                  f"('train.epochs', 3)")
+            key, value = item[0], _plain(item[1])
+            parsed.append((tuple(key.split(".")), value, f"{key}={value}"))
+            continue
         key, sep, raw = str(item).partition("=")
         key = key.strip()
         if not sep or not _KEY_RE.match(key):
@@ -179,12 +206,13 @@ def validate_config(data: dict, schema: type[C], source: str = "<config>", text:
         raise ConfigError("\n".join(lines)) from None
 
 
-def load_config(path: str | Path | None, overrides: Iterable[str] = (), schema: type[C] | None = None) -> C:
+def load_config(path: str | Path | None, overrides: Iterable[Override] = (), schema: type[C] | None = None) -> C:
     """Load, override and validate a config.
 
     Args:
         path: YAML file (``None``: start from the schema's defaults, which needs ``schema``).
-        overrides: dotted ``key=value`` strings, values parsed as YAML (``train.epochs=3 optim.lr=1e-3``).
+        overrides: dotted ``key=value`` strings, values parsed as YAML (``train.epochs=3 optim.lr=1e-3``), and
+            ``(dotted key, value)`` pairs whose values are used as given (see :func:`parse_overrides`).
         schema: the :class:`ExperimentConfig` subclass; ``None`` picks the one registered under the file's
             ``task:`` key (see :func:`speedpose.config.register_experiment`).
 

@@ -1,29 +1,35 @@
 """Registry of experiment schemas: the ``task:`` key of a YAML file names the schema (and the Task) to use.
 
-A module registers its schema with the :func:`register_experiment` decorator.  So that a config can be loaded
-without knowing which module defines its schema, :func:`discover_experiments` imports every module of the
-``speedpose`` and ``pipelines`` packages whose source contains the text ``register_experiment(`` (nothing else is
-imported, so discovery stays cheap and needs no central list that every engineer would have to edit).
+The experiments speedpose ships are listed in one explicit table, :data:`BUILTIN_EXPERIMENTS` (name ->
+``(schema, task factory)``, each a ``"module:attribute"`` reference), as torchvision lists its models.  A reference
+is imported when its experiment is first asked for, so loading a config imports the modules of its own experiment
+only, and this package never imports the tasks it names at import time (the import direction stays config ->
+nothing).  Anything else (a plugin, a test's own schema) registers with :func:`register_experiment`.  A name is
+taken once: registering another schema under a name in use, built-in or not, is an error.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
-import importlib.util
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, TypeVar, get_args
+from typing import Any, Callable, get_args
 
 from speedpose.config.sections import ExperimentConfig
 from speedpose.errors import ConfigError
 
-S = TypeVar("S", bound=type[ExperimentConfig])
+#: The shipped experiments: ``task:`` name -> (schema, task factory or None), as ``"module:attribute"``.
+#: A task factory is called as ``factory(cfg) -> Task``; None marks a schema-only experiment (not trainable).
+BUILTIN_EXPERIMENTS: dict[str, tuple[str, str | None]] = {
+    "adapt": ("speedpose.adapt.config:AdaptExperiment", None),
+    "engine_toy": ("speedpose.training.toy:ToyExperimentConfig", "speedpose.training.toy:ToyTask"),
+    "modelnet10": ("speedpose.benchmarks.config:ModelNet10Experiment", "speedpose.benchmarks.task:BenchmarkTask"),
+    "pascal3d": ("speedpose.benchmarks.config:Pascal3DExperiment", "speedpose.benchmarks.task:BenchmarkTask"),
+    "speedplus": ("speedpose.pose.config:SpeedplusExperiment", "speedpose.pose.task:SpeedplusTask"),
+}
 
+#: resolved entries: the built-in ones once asked for, and every :func:`register_experiment` call
 _REGISTRY: dict[str, "ExperimentEntry"] = {}
-_DISCOVERED = False
-_SCAN_PACKAGES = ("speedpose", "pipelines")
-_MARKER = "register_experiment("
 
 
 @dataclass(frozen=True)
@@ -42,77 +48,75 @@ class ExperimentEntry:
     task_factory: Callable[[Any], Any] | None = None
 
 
-def register_experiment(name: str, *, task_factory: Callable[[Any], Any] | None = None) -> Callable[[S], S]:
-    """Class decorator registering an :class:`ExperimentConfig` subclass under ``name``.
+def _reference(obj: object) -> str:
+    return f"{obj.__module__}:{obj.__qualname__}"  # type: ignore[attr-defined]
 
-    The schema's ``task`` field must accept ``name`` (e.g. ``task: Literal["name"] = "name"``).  Registering a
-    different class under a taken name is an error (re-registering the same class, e.g. on module reload, is not).
+
+def _import(reference: str) -> Any:
+    module, _, attribute = reference.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def _lazy_factory(reference: str) -> Callable[[Any], Any]:
+    """``factory(cfg)`` that imports ``reference`` on its first call (tasks import torch and the models)."""
+
+    def factory(cfg: Any) -> Any:
+        return _import(reference)(cfg)
+
+    factory.__qualname__ = factory.__name__ = f"lazy({reference})"
+    return factory
+
+
+def _check_schema(name: str, schema: Any) -> None:
+    if not (isinstance(schema, type) and issubclass(schema, ExperimentConfig)):
+        raise TypeError(f"register_experiment({name!r}) expects an ExperimentConfig subclass, got {schema!r}")
+    allowed = get_args(schema.model_fields["task"].annotation)
+    if allowed and name not in allowed:
+        raise ValueError(f"{schema.__qualname__}.task accepts {allowed}, not the registered name {name!r}")
+
+
+def register_experiment(name: str, schema: type[ExperimentConfig],
+                        task_factory: Callable[[Any], Any] | None = None) -> ExperimentEntry:
+    """Register ``schema`` (an :class:`ExperimentConfig` subclass) as the experiment ``task: name``.
+
+    The schema's ``task`` field must accept ``name`` (e.g. ``task: Literal["name"] = "name"``).  Registering the
+    same schema again (e.g. on module reload) returns its entry; registering a different schema under a name that
+    is taken (built-in or registered) raises ``ValueError``.
+
+    Returns:
+        The new (or existing) entry.
     """
-
-    def deco(schema: S) -> S:
-        if not (isinstance(schema, type) and issubclass(schema, ExperimentConfig)):
-            raise TypeError(f"register_experiment({name!r}) expects an ExperimentConfig subclass, got {schema!r}")
-        field = schema.model_fields["task"]
-        allowed = get_args(field.annotation)
-        if allowed and name not in allowed:
-            raise ValueError(f"{schema.__qualname__}.task accepts {allowed}, not the registered name {name!r}")
-        old = _REGISTRY.get(name)
-        if old is not None and (old.schema.__module__, old.schema.__qualname__) != (schema.__module__,
-                                                                                    schema.__qualname__):
-            raise ValueError(f"experiment name {name!r} is already registered by "
-                             f"{old.schema.__module__}.{old.schema.__qualname__}")
-        _REGISTRY[name] = ExperimentEntry(name, schema, task_factory)
-        return schema
-
-    return deco
-
-
-def _package_dirs(package: str) -> list[Path]:
-    try:
-        spec = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
-        return []
-    if spec is None or not spec.submodule_search_locations:
-        return []
-    return [Path(p) for p in spec.submodule_search_locations]
-
-
-def discover_experiments() -> None:
-    """Import every module of ``speedpose``/``pipelines`` that calls :func:`register_experiment` (once)."""
-    global _DISCOVERED
-    if _DISCOVERED:
-        return
-    for package in _SCAN_PACKAGES:
-        for root in _package_dirs(package):
-            for file in sorted(root.rglob("*.py")):
-                rel = file.relative_to(root).with_suffix("")
-                if rel.parts[:1] == ("config",) and package == "speedpose":
-                    continue  # this package defines the marker itself
-                try:
-                    text = file.read_text(encoding="utf-8")
-                except (OSError, UnicodeDecodeError):
-                    continue
-                if _MARKER not in text:
-                    continue
-                parts = [package, *rel.parts]
-                if parts[-1] == "__init__":
-                    parts = parts[:-1]
-                importlib.import_module(".".join(parts))
-    _DISCOVERED = True
+    _check_schema(name, schema)
+    builtin = BUILTIN_EXPERIMENTS.get(name)
+    old = _REGISTRY.get(name)
+    taken_by = _reference(old.schema) if old is not None else (builtin[0] if builtin is not None else None)
+    if taken_by is not None and taken_by != _reference(schema):
+        raise ValueError(f"experiment name {name!r} is already registered by {taken_by.replace(':', '.')}")
+    if old is not None and old.schema is schema and old.task_factory is task_factory:
+        return old
+    if builtin is not None and task_factory is None and builtin[1] is not None:
+        task_factory = _lazy_factory(builtin[1])
+    entry = ExperimentEntry(name, schema, task_factory)
+    _REGISTRY[name] = entry
+    return entry
 
 
 def list_experiments() -> list[str]:
-    """Sorted names of every registered experiment (after discovery)."""
-    discover_experiments()
-    return sorted(_REGISTRY)
+    """Sorted names of every experiment: the built-in table and the registered ones (nothing is imported)."""
+    return sorted(set(BUILTIN_EXPERIMENTS) | set(_REGISTRY))
 
 
 def get_experiment(name: str) -> ExperimentEntry:
-    """The entry registered as ``name``; a :class:`ConfigError` with the closest names when unknown."""
-    if name not in _REGISTRY:
-        discover_experiments()
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ConfigError(f"unknown task {name!r}{hint} (registered: {', '.join(sorted(_REGISTRY)) or 'none'})")
-    return _REGISTRY[name]
+    """The entry of experiment ``name`` (a built-in one is imported on first use); a :class:`ConfigError` with
+    the closest names when unknown."""
+    entry = _REGISTRY.get(name)
+    if entry is not None:
+        return entry
+    if name in BUILTIN_EXPERIMENTS:
+        schema_ref, factory_ref = BUILTIN_EXPERIMENTS[name]
+        schema = _import(schema_ref)
+        return register_experiment(name, schema, _lazy_factory(factory_ref) if factory_ref is not None else None)
+    names = list_experiments()
+    close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ConfigError(f"unknown task {name!r}{hint} (registered: {', '.join(names) or 'none'})")

@@ -4,15 +4,17 @@ Every section is a pydantic v2 model with ``extra="forbid"``: an unknown key is 
 closest valid names by :func:`speedpose.config.load_config`).  Each field's ``description`` is its documentation;
 :func:`speedpose.config.describe_config` renders them as a commented YAML file.
 
-A task composes its own sections by subclassing :class:`ExperimentConfig`::
+A task composes its own sections by subclassing :class:`ExperimentConfig`, and is named in the experiment
+table of :mod:`speedpose.config.registry` (or registered at run time with ``register_experiment``)::
 
     class ToyModelConfig(ConfigModel):
         hidden: int = Field(16, ge=1, description="hidden units")
 
-    @register_experiment("my_task", task_factory=MyTask)
     class MyExperiment(ExperimentConfig):
         task: Literal["my_task"] = "my_task"
         model: ToyModelConfig = ToyModelConfig()
+
+    register_experiment("my_task", MyExperiment, task_factory=MyTask)
 """
 
 from __future__ import annotations

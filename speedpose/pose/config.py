@@ -11,7 +11,7 @@ from typing import Literal, Optional, Union
 
 from pydantic import Field
 
-from speedpose.config import ConfigModel, ExperimentConfig, register_experiment
+from speedpose.config import ConfigModel, ExperimentConfig
 
 
 class DataConfig(ConfigModel):
@@ -153,13 +153,6 @@ class AugmentConfig(ConfigModel):
                              "(clamped so that the spacecraft stays inside the crop)")
 
 
-def _task_factory(cfg):
-    from speedpose.pose.task import SpeedplusTask
-
-    return SpeedplusTask(cfg)
-
-
-@register_experiment("speedplus", task_factory=_task_factory)
 class SpeedplusExperiment(ExperimentConfig):
     """A SPEED+ pose experiment."""
 

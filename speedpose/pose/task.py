@@ -19,7 +19,7 @@ from speedpose.pose.inference import predict_split
 from speedpose.pose.keypoints import keypoint_loss
 from speedpose.pose.localiser import localisation_loss, make_targets
 from speedpose.pose.model import PoseModel, rotation_loss
-from speedpose.scoring import accuracy_at_deg, per_image_scores
+from speedpose.scoring import box_iou, per_image_scores, summarise_pose_errors
 
 
 def train_subset(n: int, fraction: float, seed: int) -> np.ndarray:
@@ -41,15 +41,6 @@ def resolve_crop_set(path: str, root: str | None) -> Path:
     if p.is_absolute() or p.exists() or not root:
         return p
     return Path(root) / p
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of (N, 4) boxes (x0, y0, x1, y1). -> (N,)"""
-    ix = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
-    inter = ix * iy
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    return inter / np.maximum(area(a) + area(b) - inter, 1e-9)
 
 
 class _IndexOnly(Dataset):
@@ -148,15 +139,9 @@ class SpeedplusTask:
 
 
 def pose_metrics(pred, split, thresholds: bool) -> dict[str, float]:
-    """SPEED+ score and errors of predictions against a labelled split (plus localisation IoU)."""
+    """SPEED+ score and errors of predictions against a labelled split, plus the localisation IoU against the true
+    keypoint boxes: the keys of :func:`speedpose.scoring.summarise_pose_errors`."""
     idx = pred.indices
     s = per_image_scores(pred.q_wxyz, pred.r_cam_m, split.q_wxyz[idx], split.r_cam_m[idx], thresholds)
-    e_r = np.degrees(s["e_q_rad"])
-    metrics = {"score": float(s["score"].mean()), "score_orientation": float(s["score_q"].mean()),
-               "score_position": float(s["score_t"].mean()), "e_t_mean_m": float(s["e_t_m"].mean()),
-               "e_t_median_m": float(np.median(s["e_t_m"])), "e_r_mean_deg": float(e_r.mean()),
-               "e_r_median_deg": float(np.median(e_r))}
-    metrics.update(accuracy_at_deg(s["e_q_rad"], (2.0, 5.0, 10.0, 30.0)))
-    if np.isfinite(pred.box_xyxy).all():
-        metrics["loc_iou"] = float(box_iou(pred.box_xyxy, split.kp_box(clipped=False)[idx]).mean())
-    return metrics
+    iou = box_iou(pred.box_xyxy, split.kp_box(clipped=False)[idx])
+    return summarise_pose_errors(s["score_q"], s["score_t"], s["e_t_m"], np.degrees(s["e_q_rad"]), iou)

@@ -12,22 +12,10 @@ import math
 import numpy as np
 import pandas as pd
 
-from speedpose.scoring import accuracy_at_deg, per_image_scores
+from speedpose.scoring import box_iou, per_image_scores, summarise_pose_errors
 
 #: distance bins [m] of the breakdown (SPEED+ distances span about 2.2 to 10 m)
 DISTANCE_BINS_M = (0.0, 4.0, 6.0, 8.0, math.inf)
-#: rotation-accuracy thresholds [deg]
-ACC_THRESHOLDS_DEG = (2.0, 5.0, 10.0)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of (N, 4) boxes (x0, y0, x1, y1) [px]; NaN where a box is NaN. -> (N,)"""
-    ix = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
-    inter = ix * iy
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a + area_b - inter, 1e-9)
 
 
 def per_image_table(filenames, q_est_wxyz: np.ndarray, r_est_m: np.ndarray, q_gt_wxyz: np.ndarray,
@@ -79,19 +67,15 @@ def per_image_table(filenames, q_est_wxyz: np.ndarray, r_est_m: np.ndarray, q_gt
 
 
 def summarise(df: pd.DataFrame) -> dict[str, float]:
-    """Aggregates of a per-image table: ``score`` (+ its orientation/position parts), E_T [m] and E_R [deg] means
-    and medians, ``acc@2/5/10`` [fraction of images], mean ``loc_iou`` when present, ``count``."""
+    """Aggregates of a per-image table (:func:`speedpose.scoring.summarise_pose_errors`, the same rule as
+    validation): ``count``, ``score`` (+ its orientation/position parts), E_T [m] and E_R [deg] means and medians,
+    ``acc@2/5/10/30`` [fraction of images], mean ``loc_iou`` when present."""
     if len(df) == 0:
         return {"count": 0}
-    out = {"count": int(len(df)), "score": float(df["score"].mean()),
-           "score_orientation": float(df["score_orientation"].mean()),
-           "score_position": float(df["score_position"].mean()),
-           "e_t_mean_m": float(df["e_t_m"].mean()), "e_t_median_m": float(df["e_t_m"].median()),
-           "e_r_mean_deg": float(df["e_r_deg"].mean()), "e_r_median_deg": float(df["e_r_deg"].median())}
-    out.update(accuracy_at_deg(np.radians(df["e_r_deg"].to_numpy()), ACC_THRESHOLDS_DEG))
-    if "loc_iou" in df and df["loc_iou"].notna().any():
-        out["loc_iou"] = float(df["loc_iou"].mean())
-    return out
+    iou = df["loc_iou"].to_numpy(np.float64) if "loc_iou" in df else None
+    return summarise_pose_errors(df["score_orientation"].to_numpy(np.float64),
+                                 df["score_position"].to_numpy(np.float64), df["e_t_m"].to_numpy(np.float64),
+                                 df["e_r_deg"].to_numpy(np.float64), iou)
 
 
 def distance_bin_labels(bins=DISTANCE_BINS_M) -> list[str]:

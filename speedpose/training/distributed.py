@@ -1,7 +1,8 @@
 """Process-group set-up for DistributedDataParallel when launched by ``torchrun`` (or by hand with the env).
 
 ``torchrun`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``; without them
-(``WORLD_SIZE`` unset or 1) everything runs in one process.  The backend is NCCL on CUDA and gloo on CPU.
+(``WORLD_SIZE`` unset or 1) everything runs in one process.  The backend is NCCL on CUDA and gloo on CPU; the device
+follows :func:`speedpose.devices.resolve_device` (one GPU per process: ``cuda:<LOCAL_RANK>``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from speedpose.devices import resolve_device
 from speedpose.errors import ConfigError
 
 
@@ -55,23 +57,12 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigError(f"environment variable {name}={raw!r}: expected an integer") from None
 
 
-def select_device(preference: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:<local_rank>`` when CUDA is available else ``cpu``; ``cuda`` without CUDA is an error."""
-    if preference not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"train.device={preference!r}: expected auto, cpu or cuda")
-    if preference == "cpu" or (preference == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise ConfigError("train.device=cuda but CUDA is not available on this machine (use auto or cpu)")
-    return torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
-
-
 def setup_distributed(device_preference: str = "auto", timeout_min: float = 60.0) -> DistContext:
     """Read the torchrun environment, pick the device and, for several processes, join the process group."""
     world_size = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
-    device = select_device(device_preference, local_rank)
+    device = resolve_device(device_preference, option="train.device", local_rank=local_rank)
     if world_size <= 1:
         return DistContext(0, 1, 0, device)
     if device.type == "cuda":

@@ -18,7 +18,6 @@ from pydantic import Field
 from torch import nn
 from torch.utils.data import Dataset
 
-from speedpose.config.registry import register_experiment
 from speedpose.config.sections import ConfigModel, ExperimentConfig
 
 
@@ -105,7 +104,6 @@ class ToyTask:
         return {"loss": se / n, "mae": ae / n}
 
 
-@register_experiment("engine_toy", task_factory=ToyTask)
 class ToyExperimentConfig(ExperimentConfig):
     """Schema of ``engine_toy`` configs: the generic sections plus ``model`` and ``data``."""
 

@@ -18,7 +18,7 @@ import torch
 from speedpose.errors import ShapeError
 from speedpose.io_utils import atomic_path
 
-__all__ = ["so3_plot_coordinates", "plot_so3_distribution", "plot_so3_coefficients"]
+__all__ = ["so3_plot_coordinates", "plot_so3_distribution"]
 
 
 def so3_plot_coordinates(R) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -90,13 +90,3 @@ def plot_so3_distribution(rotations, probs, path: str | Path, R_true=None, title
         fig.savefig(tmp, dpi=dpi, format="png")
     return path
 
-
-def plot_so3_coefficients(coeffs: torch.Tensor, path: str | Path, R_true=None, level: int = 3,
-                          title: str | None = None) -> Path:
-    """Plot one predicted distribution given as Fourier coefficients (n_coeffs,) on the level-L grid."""
-    from speedpose.models.i2s.inference import so3_distribution
-
-    if coeffs.ndim != 1:
-        raise ShapeError(f"coeffs: expected one distribution (n_coeffs,), got {tuple(coeffs.shape)}")
-    R, p = so3_distribution(coeffs[None], level)
-    return plot_so3_distribution(R, p[0], path, R_true=R_true, title=title)

@@ -1,5 +1,6 @@
-"""Fixture writers: tiny ModelNet10-SO(3) npz files and a tiny PASCAL3D+ release-1.1 tree, in exactly the formats
-the adapters read, so that the adapters are tested without the data.
+"""Tiny ModelNet10-SO(3) npz files and a tiny PASCAL3D+ release-1.1 tree written on the fly, in exactly the formats
+the adapters read, so that the adapters, the benchmark configs and tools/bench_pascal3d_views.py run without the data
+(the benchmarks' counterpart of :mod:`speedpose.data.testing`).
 
 The PASCAL3D+ images show a known 3D object (coloured dots at fixed object points) drawn with PASCAL3D+'s own
 projection (``project_3d.m``: camera centre from azimuth/elevation/distance, z-backward camera, 2D rotation by
