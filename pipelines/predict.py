@@ -25,6 +25,7 @@ from speedpose.errors import InputError
 from speedpose.io_utils import atomic_path, atomic_write_json, atomic_write_text, read_json
 from speedpose.models.i2s import so3_distribution
 from speedpose.pose.inference import PosePredictions, predict_split
+from speedpose.pose.kinds.base import ModelKind
 from speedpose.pose.run import load_run
 
 #: images per resumable inference chunk
@@ -103,7 +104,7 @@ def _cache_key_matches(cache_dir: Path, key: dict) -> bool:
         return False
 
 
-def predict_cached(model, split, indices: np.ndarray, cfg, device: torch.device, batch_size: int,
+def predict_cached(model, split, indices: np.ndarray, kind: ModelKind, device: torch.device, batch_size: int,
                    cache_dir: Path | None, key: dict, progress: bool = True, desc: str = "predict"
                    ) -> PosePredictions:
     """:func:`predict_split` over ``indices`` in chunks of :data:`CHUNK` images, each chunk saved to ``cache_dir``
@@ -128,7 +129,7 @@ def predict_cached(model, split, indices: np.ndarray, cfg, device: torch.device,
                     parts.append(PosePredictions(**{n: z[n] for n in names}))
                     bar.update(len(chunk))
                     continue
-        pred = predict_split(model, split, chunk, cfg, device, batch_size=batch_size)
+        pred = predict_split(model, split, chunk, kind, device, batch_size=batch_size)
         if f is not None:
             with atomic_path(f) as tmp, open(tmp, "wb") as fh:
                 np.savez(fh, **{n: getattr(pred, n) for n in names})
@@ -136,11 +137,11 @@ def predict_cached(model, split, indices: np.ndarray, cfg, device: torch.device,
         bar.update(len(chunk))
     bar.close()
     if not parts:
-        return predict_split(model, split, indices, cfg, device, batch_size=batch_size)
+        return predict_split(model, split, indices, kind, device, batch_size=batch_size)
     return PosePredictions(**{n: np.concatenate([getattr(p, n) for p in parts]) for n in names})
 
 
-def distributions_in_camera(model, split, indices: Sequence[int], cfg, device: torch.device,
+def distributions_in_camera(model, split, indices: Sequence[int], kind: ModelKind, device: torch.device,
                             level: int = PLOT_LEVEL) -> tuple[PosePredictions, np.ndarray, np.ndarray]:
     """Predictions for a few images with their distributions on the level-``level`` SO(3) grid, expressed in the
     real camera frame (the head's coefficients live in each crop's virtual-camera frame: ``R_cam = R_cam_virt @
@@ -149,7 +150,7 @@ def distributions_in_camera(model, split, indices: Sequence[int], cfg, device: t
     Returns:
         (predictions, R_grid_cam (B, N, 3, 3) float64, probs (B, N) float64 summing to 1 per image).
     """
-    pred = predict_split(model, split, np.asarray(indices, dtype=np.int64), cfg, device, batch_size=len(indices),
+    pred = predict_split(model, split, np.asarray(indices, dtype=np.int64), kind, device, batch_size=len(indices),
                          keep_coeffs=True)
     R_grid, probs = so3_distribution(torch.from_numpy(pred.coeffs).to(device), level=level)
     R_grid = R_grid.double().cpu().numpy()
@@ -208,9 +209,9 @@ def run(images: Sequence[Path], run_dir: Path, *, camera: Path | None = None, ou
     results = []
     for i in tqdm(range(len(files)), desc="predict", unit="img", disable=not progress):
         if plots:
-            pred, R_grid, probs = distributions_in_camera(model, files, [i], loaded.cfg, dev)
+            pred, R_grid, probs = distributions_in_camera(model, files, [i], loaded.kind, dev)
         else:
-            pred = predict_split(model, files, np.array([i]), loaded.cfg, dev, batch_size=1)
+            pred = predict_split(model, files, np.array([i]), loaded.kind, dev, batch_size=1)
         rec = {"image": str(paths[i]), "q_wxyz": [float(v) for v in pred.q_wxyz[0]],
                "r_cam_m": [float(v) for v in pred.r_cam_m[0]], "confidence": float(pred.confidence[0]),
                "box_xyxy": [float(v) for v in pred.box_xyxy[0]], "run": str(loaded.run_dir),

@@ -1,4 +1,4 @@
-"""Loading a trained SPEED+ run: its resolved config and model weights."""
+"""Loading a trained SPEED+ run: its resolved config, its model kind and the model weights."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 from speedpose.config import RESOLVED_NAME, config_hash, load_config
 from speedpose.errors import InputError
 from speedpose.pose.config import SpeedplusExperiment
+from speedpose.pose.kinds import model_kind
+from speedpose.pose.kinds.base import ModelKind
 from speedpose.pose.model import PoseModel
 from speedpose.training import load_checkpoint, select_checkpoint
 
@@ -19,6 +21,7 @@ class LoadedRun:
     Attributes:
         run_dir: the folder.
         cfg: the resolved config saved with the run.
+        kind: its model kind, with the settings inference needs (:func:`speedpose.pose.inference.predict_split`).
         model: the pose model in eval mode on CPU with the checkpoint's weights.
         checkpoint: the checkpoint file used.
         step: its global step (None when unknown).
@@ -27,6 +30,7 @@ class LoadedRun:
 
     run_dir: Path
     cfg: SpeedplusExperiment
+    kind: ModelKind
     model: PoseModel
     checkpoint: Path
     step: int | None
@@ -46,8 +50,9 @@ def load_run(run_dir: str | Path, checkpoint: str = "best") -> LoadedRun:
     if checkpoint == "best" and not (run_dir / "best.pt").is_file() and (run_dir / "last.pt").is_file():
         checkpoint = "last"
     path = select_checkpoint(run_dir, checkpoint)
-    model = PoseModel(cfg.model_copy(update={"model": cfg.model.model_copy(update={"pretrained": False})}))
+    kind = model_kind(cfg.model_copy(update={"model": cfg.model.model_copy(update={"pretrained": False})}))
+    model = kind.build_model()
     ckpt = load_checkpoint(path, model)
     model.eval()
     step = ckpt.get("global_step")
-    return LoadedRun(run_dir, cfg, model, path, int(step) if step is not None else None, config_hash(cfg))
+    return LoadedRun(run_dir, cfg, kind, model, path, int(step) if step is not None else None, config_hash(cfg))
