@@ -160,7 +160,7 @@ def run(run_dir: Path, root: Path, domain: str, method: str, *, out: Path | None
     torch.manual_seed(acfg.train.seed)
     cfg = loaded.cfg
     check_idx = evenly_spaced(len(check_split), acfg.check.images) if check_split is not None else np.arange(0)
-    check = SyntheticCheck(check_split, check_idx, cfg, acfg.check.tolerance, dev, acfg.train.batch_size)
+    check = SyntheticCheck(check_split, check_idx, loaded.kind, acfg.check.tolerance, dev, acfg.train.batch_size)
     model = loaded.model.to(dev)
     work = out / WORK
     if method == "refine":
@@ -169,7 +169,7 @@ def run(run_dir: Path, root: Path, domain: str, method: str, *, out: Path | None
         resumed = state is not None
         log = MetricsLog(out, tensorboard=False)
         log.truncate_after(int(state["step"]) if state is not None else 0)
-        outcome = refine(model, target, cfg, acfg.refine, check, acfg.check.every_steps, dev, acfg.train.seed,
+        outcome = refine(model, target, loaded.kind, acfg.refine, check, acfg.check.every_steps, dev, acfg.train.seed,
                          state=state, on_checkpoint=lambda s: save_checkpoint(state_file, {"model": {}, "state": s}),
                          on_step=lambda step, m: log.log(step, 0, "adapt", m), progress=progress)
         log.close()

@@ -1,6 +1,6 @@
 """Stage `augment`: look at the training augmentation (``--preview``) or write an augmented copy (``--materialise``).
 
-Both draw exactly the samples training draws (:class:`speedpose.pose.dataset.PoseSamples` with ``train=True``):
+Both draw exactly the samples training draws (:class:`speedpose.pose.dataset.CropSamples` with ``train=True``):
 virtual-camera crops at a jittered box with a random in-plane rotation, photometric augmentation, and the label
 expressed in that crop.  The preview draws the 11 keypoints projected WITH THE TRANSFORMED LABEL over each crop, so
 one can see that labels follow the pixels.
@@ -22,18 +22,19 @@ from speedpose.errors import InputError
 from speedpose.geometry.rotations import matrix_to_quat_wxyz
 from speedpose.io_utils import atomic_write_bytes, atomic_write_json
 from speedpose.pose.config import SpeedplusExperiment
-from speedpose.pose.dataset import PoseSamples
+from speedpose.pose.dataset import CropSamples
+from speedpose.pose.kinds import model_kind
+from speedpose.pose.kinds.crop import CropKind
 from speedpose.training.seeding import mix_seed
 
 #: colours (BGR) of the keypoints: panel corners, body corners, antenna tips
 KP_COLOURS = [(0, 255, 0)] * 4 + [(0, 200, 255)] * 4 + [(255, 80, 255)] * 3
 
 
-def _samples(cfg: SpeedplusExperiment, root: Path | None, split: str) -> PoseSamples:
-    if cfg.model.kind != "crop":
-        raise InputError("augment previews the crop pipeline: use a config with model.kind: crop")
+def _samples(cfg: SpeedplusExperiment, root: Path | None, split: str) -> CropSamples:
+    kind = model_kind(cfg, CropKind, "augment previews the crop pipeline: use a config with model.kind: crop")
     sp = open_split(cfg.data.prep_dir or cfg.data.root, "synthetic", split, root=root)
-    return PoseSamples(sp, np.arange(len(sp)), cfg, train=True)
+    return kind.samples(sp, np.arange(len(sp)), train=True)
 
 
 def _draw(sample: dict, scale: int) -> np.ndarray:

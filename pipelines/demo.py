@@ -76,6 +76,7 @@ def _train(root: Path, prep: Path, runs: Path, p: DemoPlan, minutes_left: float,
            progress: bool) -> dict:
     from pipelines import train
     from speedpose.config import load_config, resolve_config
+    from speedpose.pose.kinds import model_kind
 
     name = f"{p.config}-{p.minutes:g}min"
     run_dir = runs / name
@@ -92,7 +93,7 @@ def _train(root: Path, prep: Path, runs: Path, p: DemoPlan, minutes_left: float,
     train_budget = spent_s / 60 + TRAIN_SHARE * budget
     # a tiny budget renders fewer training images than the config's batch: shrink the batch to fit
     cfg = load_config(resolve_config(p.config, "speedplus"))
-    n_data = p.crops if (cfg.model.kind == "crop" and cfg.data.crop_set) else p.train
+    n_data = p.crops if model_kind(cfg).crop_set else p.train  # the crop network's data, or the frames
     extra = [("data.prep_dir", prep), ("train.max_train_time_min", round(train_budget, 3)),
              *([("train.batch_size", n_data)] if n_data < cfg.train.batch_size else []),
              *overrides]
@@ -117,6 +118,7 @@ def run(out: Path = Path("demo"), minutes: float = 15.0, *, config: str = "stand
     """
     from pipelines import evaluate, preprocess, score, submit, synth, synth_crops, train
     from speedpose.config import load_config, resolve_config
+    from speedpose.pose.kinds import model_kind
     from speedpose.pose.task import resolve_crop_set
 
     t0 = time.monotonic()
@@ -132,8 +134,9 @@ def run(out: Path = Path("demo"), minutes: float = 15.0, *, config: str = "stand
     say(f"[demo] 1/4 stand-in dataset -> {root}")
     synth.run(root, p.train, p.val, p.lightbox, p.sunlamp, seed=p.seed, progress=progress)
     cfg = load_config(resolve_config(p.config, "speedplus"), list(overrides))
-    if cfg.model.kind == "crop" and cfg.data.crop_set and not Path(cfg.data.crop_set).is_absolute():
-        crops = resolve_crop_set(cfg.data.crop_set, str(root))
+    crop_set = model_kind(cfg).crop_set
+    if crop_set and not Path(crop_set).is_absolute():
+        crops = resolve_crop_set(crop_set, str(root))
         say(f"[demo]     crop set ({p.crops} crops of {cfg.data.crop_size} px) -> {crops}")
         synth_crops.run(crops, synth_crops.CropSetParams(p.crops, cfg.data.crop_size, cfg.data.crop_margin,
                                                          seed=p.seed), progress=progress)

@@ -89,7 +89,7 @@ def run(run_dir: Path, root: Path, domain: str, *, split: str | None = None, che
     out = Path(out) if out is not None else Path(run_dir) / "eval" / f"{domain}-{split}-{loaded.checkpoint.stem}"
     model = loaded.model.to(dev)
     idx = np.arange(len(data))
-    pred = predict_cached(model, data, idx, loaded.cfg, dev, bs, out / ".cache",
+    pred = predict_cached(model, data, idx, loaded.kind, dev, bs, out / ".cache",
                           inference_key(loaded, data, bs), progress, desc=f"evaluate {domain}")
     thresholds = default_thresholds(domain)
     names = data.filenames
@@ -135,7 +135,7 @@ def run(run_dir: Path, root: Path, domain: str, *, split: str | None = None, che
                                 int(order[len(order) // 4])]))[:n_distributions]
     dists = []
     if picks:
-        _, R_grid, probs = distributions_in_camera(model, data, picks, loaded.cfg, dev)
+        _, R_grid, probs = distributions_in_camera(model, data, picks, loaded.kind, dev)
         for j, k in enumerate(picks):
             r = df.iloc[k]
             f = figs / f"so3_{Path(r['filename']).stem}.png"

@@ -129,9 +129,9 @@ def run(images: Sequence[Path], run_dir: Path, *, camera: Path | None = None, ou
     results = []
     for i in tqdm(range(len(files)), desc="predict", unit="img", disable=not progress):
         if plots:
-            pred, R_grid, probs = distributions_in_camera(model, files, [i], loaded.cfg, dev)
+            pred, R_grid, probs = distributions_in_camera(model, files, [i], loaded.kind, dev)
         else:
-            pred = predict_split(model, files, np.array([i]), loaded.cfg, dev, batch_size=1)
+            pred = predict_split(model, files, np.array([i]), loaded.kind, dev, batch_size=1)
         rec = {"image": str(paths[i]), "q_wxyz": [float(v) for v in pred.q_wxyz[0]],
                "r_cam_m": [float(v) for v in pred.r_cam_m[0]], "confidence": float(pred.confidence[0]),
                "box_xyxy": [float(v) for v in pred.box_xyxy[0]], "run": str(loaded.run_dir),

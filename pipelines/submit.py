@@ -68,7 +68,7 @@ def run(run_dir: Path, root: Path, out: Path = Path("submission.csv"), *, write_
     if any(missing.values()) and not allow_partial:  # known before any inference: refuse at once
         _refuse(missing, out)
     for domain, data in splits.items():
-        p = predict_cached(model, data, np.arange(len(data)), loaded.cfg, dev, bs, cache / domain,
+        p = predict_cached(model, data, np.arange(len(data)), loaded.kind, dev, bs, cache / domain,
                            inference_key(loaded, data, bs), progress, desc=f"submit {domain}")
         ok = np.isfinite(p.q_wxyz).all(axis=1) & np.isfinite(p.r_cam_m).all(axis=1)
         by_name = {n: PoseLabel(n, q, r) for n, q, r, good in zip(data.filenames, p.q_wxyz, p.r_cam_m, ok) if good}

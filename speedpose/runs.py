@@ -27,6 +27,8 @@ class LoadedRun:
         run_dir: the folder.
         cfg: the resolved config saved with the run (with the overrides it was read with).
         model: the model in eval mode on CPU with the checkpoint's weights.
+        kind: a SPEED+ run's model kind, with the settings inference needs
+            (:func:`speedpose.pose.inference.predict_split`); None for the benchmarks' runs.
         checkpoint: the checkpoint file used.
         step: its global step (None when unknown).
         config_hash: hash of ``cfg``.
@@ -38,6 +40,7 @@ class LoadedRun:
     checkpoint: Path
     step: int | None
     config_hash: str
+    kind: Any = None
 
 
 def read_run_config(run_dir: str | Path, overrides: Iterable[Override] = ()) -> ExperimentConfig:
@@ -62,21 +65,22 @@ def run_checkpoint(run_dir: str | Path, checkpoint: str = "best") -> Path:
     return select_checkpoint(run_dir, checkpoint)
 
 
-def _pose_model(cfg: Any) -> nn.Module:
-    from speedpose.pose.model import PoseModel
+def _pose_model(cfg: Any) -> tuple[nn.Module, Any]:
+    from speedpose.pose.kinds import model_kind
 
-    return PoseModel(cfg.model_copy(update={"model": cfg.model.model_copy(update={"pretrained": False})}))
+    kind = model_kind(cfg.model_copy(update={"model": cfg.model.model_copy(update={"pretrained": False})}))
+    return kind.build_model(), kind
 
 
-def _benchmark_model(cfg: Any) -> nn.Module:
+def _benchmark_model(cfg: Any) -> tuple[nn.Module, None]:
     from speedpose.benchmarks import build_model
 
-    return build_model(cfg, pretrained=False)
+    return build_model(cfg, pretrained=False), None
 
 
-#: how the model of each experiment is built before its weights are loaded (never with a download of pretrained
+#: how the model (and, for SPEED+, its kind) of each experiment is built before its weights are loaded (never with a download of pretrained
 #: weights: the checkpoint holds them all)
-MODEL_BUILDERS: dict[str, Callable[[Any], nn.Module]] = {
+MODEL_BUILDERS: dict[str, Callable[[Any], tuple[nn.Module, Any]]] = {
     "speedplus": _pose_model, "modelnet10": _benchmark_model, "pascal3d": _benchmark_model}
 
 
@@ -100,8 +104,8 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", *, task: str | None 
         raise InputError(f"run of task {cfg.task!r}: no model to load (expected one of "
                          f"{', '.join(MODEL_BUILDERS)})", run_dir / RESOLVED_NAME)
     path = run_checkpoint(run_dir, checkpoint)
-    model = MODEL_BUILDERS[cfg.task](cfg)
+    model, kind = MODEL_BUILDERS[cfg.task](cfg)
     ckpt = load_checkpoint(path, model)
     model.eval()
     step = ckpt.get("global_step")
-    return LoadedRun(run_dir, cfg, model, path, int(step) if step is not None else None, config_hash(cfg))
+    return LoadedRun(run_dir, cfg, model, path, int(step) if step is not None else None, config_hash(cfg), kind)

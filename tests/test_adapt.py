@@ -162,7 +162,7 @@ def _refine_setup(smoke_run, tiny_prepared, check_images=0):
     loaded = load_run(smoke_run)
     target = unlabelled_view(open_split(prep, "lightbox", "test", root=root))
     val = open_split(prep, "synthetic", "validation", root=root)
-    check = SyntheticCheck(val, evenly_spaced(len(val), check_images), loaded.cfg, 0.05, torch.device("cpu"), 2)
+    check = SyntheticCheck(val, evenly_spaced(len(val), check_images), loaded.kind, 0.05, torch.device("cpu"), 2)
     rcfg = RefineConfig(steps=2, batch_size=2, calibration_images=3, lr=1e-2)
     return loaded, target, check, rcfg
 
@@ -173,14 +173,14 @@ def test_refine_is_deterministic_and_resumes_exactly(smoke_run, tiny_prepared):
     runs, saved = [], []
     for _ in range(2):
         model = copy.deepcopy(loaded.model)
-        refine(model, target, loaded.cfg, rcfg, check, 1, cpu, seed=3, on_checkpoint=lambda s: saved.append(
+        refine(model, target, loaded.kind, rcfg, check, 1, cpu, seed=3, on_checkpoint=lambda s: saved.append(
             copy.deepcopy(s)), progress=False)
         runs.append(model.state_dict())
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
     assert not all(torch.equal(runs[0][k], loaded.model.state_dict()[k]) for k in runs[0])
     # resume from the state saved at step 1 of the first run: the same weights as the uninterrupted run
     model = copy.deepcopy(loaded.model)
-    out = refine(model, target, loaded.cfg, rcfg, check, 1, cpu, seed=3, state=saved[0], progress=False)
+    out = refine(model, target, loaded.kind, rcfg, check, 1, cpu, seed=3, state=saved[0], progress=False)
     assert saved[0]["step"] == 1 and out.steps_done == 2
     assert all(torch.equal(runs[0][k], model.state_dict()[k]) for k in runs[0])
 
@@ -191,7 +191,7 @@ def test_a_failed_synthetic_check_keeps_the_previous_state(smoke_run, tiny_prepa
     check.metrics = lambda model: {"score": next(scores)}
     model = copy.deepcopy(loaded.model)
     start = norm_state(model)
-    out = refine(model, target, loaded.cfg, rcfg, check, 1, torch.device("cpu"), seed=0, progress=False)
+    out = refine(model, target, loaded.kind, rcfg, check, 1, torch.device("cpu"), seed=0, progress=False)
     assert out.stopped == "check_failed" and out.kept_step == 0 and out.steps_done == 1
     assert all(torch.equal(start[k], v) for k, v in norm_state(model).items())
     assert refinable_keys(model) == list(start)
@@ -210,14 +210,14 @@ def test_calibration_batches_no_threshold_and_restored_momentum(smoke_run, tiny_
     monkeypatch.setattr(norm_refine, "forward_target", spy)
     model = copy.deepcopy(loaded.model)
     # 3 calibration images in batches of 2: two full batches (never a batch of one image)
-    thr = entropy_thresholds(model, target, np.arange(3), loaded.cfg, rcfg, cpu, 2)
+    thr = entropy_thresholds(model, target, np.arange(3), loaded.kind, rcfg, cpu, 2)
     assert sizes == [2, 2] and set(thr) == {"rotation", "localisation"}
     assert all(0 < v <= 1 + 1e-6 for v in thr.values())
     # confident_quantile = 1 (and max_entropy = 1): no threshold, no calibration pass, every image contributes
     sizes.clear()
     momenta = [m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     rcfg1 = rcfg.model_copy(update={"steps": 1, "confident_quantile": 1.0, "stats_momentum": 0.5})
-    out = refine(model, target, loaded.cfg, rcfg1, check, 1, cpu, seed=0, progress=False)
+    out = refine(model, target, loaded.kind, rcfg1, check, 1, cpu, seed=0, progress=False)
     assert out.thresholds == {"rotation": None, "localisation": None} and sizes == [2]
     assert out.used == {"rotation": 2, "localisation": 2}
     # stats_momentum holds during refinement only
@@ -270,7 +270,7 @@ def test_self_trained_run_loads_and_predicts(self_trained, smoke_run, tiny_prepa
     assert not all(torch.equal(src[k], v) for k, v in _weights(out / "best.pt").items())
     root, prep = tiny_prepared
     loaded = load_run(out)  # the same loader as evaluate/submit/predict (evaluate itself: the refine test)
-    pred = predict_split(loaded.model, open_split(prep, "lightbox", "test", root=root), [0, 1], loaded.cfg)
+    pred = predict_split(loaded.model, open_split(prep, "lightbox", "test", root=root), [0, 1], loaded.kind)
     assert np.isfinite(pred.q_wxyz).all() and np.isfinite(pred.r_cam_m).all()
 
 

@@ -16,6 +16,7 @@ from speedpose.errors import InputError
 from speedpose.geometry.rotations import quat_wxyz_to_matrix
 from speedpose.pose.crops import CropSpec, crop_camera
 from speedpose.pose.dataset import CropSetSamples, collate
+from speedpose.pose.kinds import model_kind
 from speedpose.render import distortion_warp, render_frame
 from speedpose.render.virtual_view import render_virtual_view
 from speedpose.tango import keypoint_box, project_keypoints
@@ -139,7 +140,7 @@ def test_samples_and_batches(small_set, tiny_prepared, smoke_cfg_64):
     cs = CropSet.open(out)
     frames = open_split(prep, "synthetic", "train", root=root)
     cfg = smoke_cfg_64.model_copy(update={"data": smoke_cfg_64.data.model_copy(update={"loc_fraction": 0.5})})
-    ds = CropSetSamples(cs, np.arange(len(cs)), frames, np.arange(len(frames)), cfg, train=False)
+    ds = CropSetSamples(cs, np.arange(len(cs)), frames, np.arange(len(frames)), model_kind(cfg).sampling, train=False)
     s = ds[2]
     vc = cs.camera(2)
     R = quat_wxyz_to_matrix(cs.labels["q_wxyz"][2])
@@ -152,7 +153,7 @@ def test_samples_and_batches(small_set, tiny_prepared, smoke_cfg_64):
     assert "loc_image" not in collate([x for x in samples if "loc_image" not in x])
     wrong = cfg.model_copy(update={"data": cfg.data.model_copy(update={"crop_size": 96})})
     with pytest.raises(InputError, match="crop set of 64 px"):
-        CropSetSamples(cs, np.arange(len(cs)), frames, np.arange(len(frames)), wrong)
+        CropSetSamples(cs, np.arange(len(cs)), frames, np.arange(len(frames)), model_kind(wrong).sampling)
 
 
 def test_training_step_without_localiser_samples(small_set, tiny_prepared, smoke_cfg_64):

@@ -142,7 +142,7 @@ def test_report_and_validation_summarise_with_one_rule():
     from types import SimpleNamespace
 
     from speedpose.geometry.rotations import axis_angle_to_matrix, matrix_to_quat_wxyz
-    from speedpose.pose.task import pose_metrics
+    from speedpose.pose.metrics import pose_metrics
 
     q_gt = np.tile([1.0, 0, 0, 0], (3, 1))
     r_gt = np.array([[0.0, 0, 5], [0.5, 0, 7], [0, -0.3, 9]])

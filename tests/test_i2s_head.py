@@ -9,9 +9,9 @@ import torch
 from speedpose.errors import ConfigError, ShapeError
 from speedpose.geometry.rotations import random_rotation_matrices
 from speedpose.geometry.wigner import n_so3_coeffs
-from speedpose.models.i2s import I2SConfig, I2SHead, predict_mode, so3_cross_entropy
+from speedpose.models.i2s import I2SHeadSpec, I2SHead, predict_mode, so3_cross_entropy
 
-TINY = I2SConfig(lmax=3, sphere_channels=8, hidden_channels=4, fmap_hw=(5, 5), proj_level=1, act_grid_level=1,
+TINY = I2SHeadSpec(lmax=3, sphere_channels=8, hidden_channels=4, fmap_hw=(5, 5), proj_level=1, act_grid_level=1,
                  train_grid_level=1, proj_n_subset=6)
 
 
@@ -54,14 +54,14 @@ def test_eval_is_deterministic_and_train_subsamples(head):
 
 
 def test_default_config_has_455_coefficients():
-    cfg = I2SConfig()
+    cfg = I2SHeadSpec()
     assert (cfg.lmax, cfg.sphere_channels, cfg.hidden_channels, cfg.train_grid_level) == (6, 512, 8, 3)
     assert n_so3_coeffs(cfg.lmax) == 455
 
 
 def test_conditioning_vector():
     torch.manual_seed(0)
-    head = I2SHead(16, I2SConfig(**{**TINY.to_dict(), "cond_dim": 10})).eval()
+    head = I2SHead(16, I2SHeadSpec(**{**TINY.to_dict(), "cond_dim": 10})).eval()
     fmap = torch.randn(2, 16, 5, 5)
     one_hot = torch.eye(10)[[1, 7]]
     out1 = head(fmap, one_hot)
@@ -79,7 +79,7 @@ def test_bad_inputs(head):
     with pytest.raises(ShapeError):
         head(torch.randn(2, 16, 7, 7))
     with pytest.raises(ConfigError):
-        I2SConfig(lmax=0)
+        I2SHeadSpec(lmax=0)
 
 
 def test_bf16_autocast_on_cpu(head):

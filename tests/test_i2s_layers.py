@@ -10,7 +10,7 @@ import torch
 
 from speedpose.geometry.rotations import random_rotation_matrices, rotation_about_z
 from speedpose.geometry.wigner import n_s2_coeffs, n_so3_coeffs, so3_degree_slices, wigner_D_blocks
-from speedpose.models.i2s.head import I2SConfig, I2SHead
+from speedpose.models.i2s.head import I2SHeadSpec, I2SHead
 from speedpose.models.i2s.layers import S2ToSO3Conv, SO3Activation, SO3Conv
 
 LMAX = 4
@@ -121,7 +121,7 @@ def test_head_equivariant_to_quarter_turns_of_the_feature_map(dtype):
     output then is the left-rotated distribution, f'(R) = f(Rz(90) R) (mode R' = Rz(-90) R), as SPEED+ in-plane
     augmentation assumes (R' = Rz(theta) R)."""
     torch.manual_seed(0)
-    cfg = I2SConfig(lmax=LMAX, sphere_channels=6, hidden_channels=3, fmap_hw=(7, 7), train_grid_level=1)
+    cfg = I2SHeadSpec(lmax=LMAX, sphere_channels=6, hidden_channels=3, fmap_hw=(7, 7), train_grid_level=1)
     head = I2SHead(5, cfg).to(dtype).eval()
     fmap = torch.randn(2, 5, 7, 7, dtype=dtype)
     out_rot = head(torch.rot90(fmap, 1, dims=(2, 3)))

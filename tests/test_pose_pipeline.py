@@ -8,8 +8,8 @@ import torch
 from pipelines import train as train_stage
 from speedpose.config import load_config
 from speedpose.data.loader import open_split
-from speedpose.pose.dataset import PoseSamples
 from speedpose.pose.inference import predict_split
+from speedpose.pose.kinds import model_kind
 from speedpose.pose.task import SpeedplusTask, train_subset
 from speedpose.tango import project_keypoints
 from speedpose.training import load_checkpoint
@@ -24,7 +24,7 @@ def smoke_cfg(tiny_prepared):
 def test_training_samples_carry_consistent_labels(smoke_cfg, tiny_prepared):
     root, prep = tiny_prepared
     split = open_split(prep, "synthetic", "train")
-    ds = PoseSamples(split, np.arange(len(split)), smoke_cfg, train=True)
+    ds = model_kind(smoke_cfg).samples(split, np.arange(len(split)), train=True)
     np.random.seed(0)
     s = ds[0]
     assert s["crop"].shape == (1, 64, 64) and s["crop"].dtype == torch.uint8
@@ -79,13 +79,13 @@ def test_inference_chain_on_validation(smoke_cfg, tiny_prepared):
     torch.manual_seed(0)
     model = task.build_model()
     split = open_split(prep, "synthetic", "validation")
-    pred = predict_split(model, split, np.arange(len(split)), smoke_cfg, batch_size=3)
+    pred = predict_split(model, split, np.arange(len(split)), task.kind, batch_size=3)
     assert pred.q_wxyz.shape == (4, 4) and pred.r_cam_m.shape == (4, 3)
     np.testing.assert_allclose(np.linalg.norm(pred.q_wxyz, axis=1), 1, atol=1e-6)
     assert np.isfinite(pred.r_cam_m).all() and (pred.confidence > 0).all()
-    again = predict_split(model, split, np.arange(len(split)), smoke_cfg, batch_size=3)
+    again = predict_split(model, split, np.arange(len(split)), task.kind, batch_size=3)
     np.testing.assert_array_equal(pred.q_wxyz, again.q_wxyz)  # eval is deterministic
-    rebatched = predict_split(model, split, np.arange(len(split)), smoke_cfg, batch_size=4)
+    rebatched = predict_split(model, split, np.arange(len(split)), task.kind, batch_size=4)
     np.testing.assert_allclose(pred.q_wxyz, rebatched.q_wxyz, atol=1e-5)  # batching changes only rounding
 
 
@@ -93,10 +93,9 @@ def test_perfect_boxes_and_labels_round_trip_through_the_crop_frame(tiny_prepare
     """Mapping a true pose into the crop frame and back gives the label (no model involved)."""
     from speedpose.geometry.rotations import quat_wxyz_to_matrix
     from speedpose.pose.crops import crop_camera, decode_translation, encode_translation
-    from speedpose.pose.dataset import crop_spec
     root, prep = tiny_prepared
     split = open_split(prep, "synthetic", "train")
-    spec = crop_spec(smoke_cfg)
+    spec = model_kind(smoke_cfg).inference.spec
     for i in range(len(split)):
         vc = crop_camera(split.camera, split.kp_box(clipped=False)[i], spec)
         R = quat_wxyz_to_matrix(split.q_wxyz[i])
@@ -112,7 +111,7 @@ def test_refined_boxes_are_the_keypoint_boxes_of_the_pose(tiny_prepared):
     """The box a refinement pass crops is the keypoint box of the pose predicted (the labels' own box for a true
     pose, distortion included); an impossible pose keeps the previous box."""
     from speedpose.geometry.rotations import quat_wxyz_to_matrix
-    from speedpose.pose.inference import refined_boxes
+    from speedpose.pose.crops import refined_boxes
 
     root, prep = tiny_prepared
     split = open_split(prep, "synthetic", "validation", root=root)
@@ -129,9 +128,9 @@ def test_refinement_pass_runs_and_keeps_the_localiser_box(smoke_cfg, tiny_prepar
     split = open_split(prep, "synthetic", "validation", root=root)
     torch.manual_seed(0)
     model = SpeedplusTask(smoke_cfg).build_model()
-    one = predict_split(model, split, np.arange(len(split)), smoke_cfg)
+    one = predict_split(model, split, np.arange(len(split)), model_kind(smoke_cfg))
     cfg2 = smoke_cfg.model_copy(update={"model": smoke_cfg.model.model_copy(update={"refine_passes": 1})})
-    two = predict_split(model, split, np.arange(len(split)), cfg2)
+    two = predict_split(model, split, np.arange(len(split)), model_kind(cfg2))
     np.testing.assert_array_equal(one.box_xyxy, two.box_xyxy)
     assert np.isfinite(two.q_wxyz).all() and np.isfinite(two.r_cam_m).all()
     assert not np.allclose(one.r_cam_m, two.r_cam_m)

@@ -51,7 +51,7 @@ def test_predict_matches_the_split_path(tiny_standin, smoke_run, tmp_path):
                    progress=False)
     split = open_split(prep, "lightbox", "test", root=tiny_standin)
     loaded = load_run(smoke_run, "best")
-    ref = predict_split(loaded.model, split, np.arange(len(split)), loaded.cfg, torch.device("cpu"), batch_size=1)
+    ref = predict_split(loaded.model, split, np.arange(len(split)), loaded.kind, torch.device("cpu"), batch_size=1)
     images = [split.image_path(i) for i in range(len(split))]
     got = predict_stage.run(images, smoke_run, camera=tiny_standin / "camera.json", out=tmp_path / "p",
                             device="cpu", plots=False, progress=False)

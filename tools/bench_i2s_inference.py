@@ -71,13 +71,13 @@ def main(argv: list[str] | None = None) -> dict:
     from speedpose.geometry.so3_grids import so3_healpix_rotations, so3_healpix_spacing_deg, so3_healpix_wigner_features
     from speedpose.geometry.rotations import geodesic_angle_matrix
     from speedpose.models.encoders import build_encoder
-    from speedpose.models.i2s import I2SConfig, I2SHead, coarse_to_fine_mode, dense_argmax, predict_mode
+    from speedpose.models.i2s import I2SHeadSpec, I2SHead, coarse_to_fine_mode, dense_argmax, predict_mode
 
     # 1. construction
     rss0 = rss_mb()
     t = time.perf_counter()
     encoder, channels = build_encoder("resnet18", pretrained=False)
-    head = I2SHead(channels, I2SConfig())
+    head = I2SHead(channels, I2SHeadSpec())
     res["construct_s"] = time.perf_counter() - t
     res["construct_rss_mb"] = rss_mb() - rss0
     encoder.to(dev).eval(), head.to(dev).eval()

@@ -44,11 +44,11 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(args.seed)
     from speedpose.geometry.rotations import random_rotation_matrices
     from speedpose.models.encoders import build_encoder
-    from speedpose.models.i2s import I2SConfig, I2SHead, so3_cross_entropy
+    from speedpose.models.i2s import I2SHeadSpec, I2SHead, so3_cross_entropy
 
     dev = torch.device(args.device)
     encoder, channels = build_encoder(args.encoder, pretrained=False)
-    head = I2SHead(channels, I2SConfig())
+    head = I2SHead(channels, I2SHeadSpec())
     encoder.to(dev).train()
     head.to(dev).train()
     params = list(encoder.parameters()) + list(head.parameters())

@@ -46,6 +46,7 @@ def _cache_dir() -> Path:
 def prepare_data(args, cfg) -> tuple[Path, Path]:
     """Render (once) and preprocess the stand-in; render the config's crop set when it names one."""
     from pipelines import preprocess, synth, synth_crops
+    from speedpose.pose.kinds import model_kind
     from speedpose.pose.task import resolve_crop_set
 
     root = Path(args.data) if args.data else _cache_dir() / (
@@ -53,9 +54,10 @@ def prepare_data(args, cfg) -> tuple[Path, Path]:
     synth.run(root, args.frames, args.val, args.test, args.test, seed=args.seed, progress=True)
     prep = root.parent / (root.name + "-prep")
     preprocess.run(root, out=prep, progress=True)
-    if cfg.model.kind == "crop" and cfg.data.crop_set:
-        crops = resolve_crop_set(cfg.data.crop_set, str(root))
-        if not Path(cfg.data.crop_set).is_absolute():
+    crop_set = model_kind(cfg).crop_set
+    if crop_set:
+        crops = resolve_crop_set(crop_set, str(root))
+        if not Path(crop_set).is_absolute():
             params = synth_crops.CropSetParams(args.crops, cfg.data.crop_size, cfg.data.crop_margin, seed=args.seed)
             print(synth_crops.format_summary(synth_crops.run(crops, params)))
     return root, prep

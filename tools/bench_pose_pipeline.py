@@ -1,7 +1,7 @@
 """Data loading versus training speed of the SPEED+ pose pipeline (issue: "data loading must not limit training").
 
 Measures, on a preprocessed stand-in (or real) SPEED+ root, in one process:
-  * loader throughput: training samples per second produced by PoseSamples (virtual-camera crop from the cheapest
+  * loader throughput: training samples per second produced by the kind's samples (virtual-camera crop from the cheapest
     sufficient source, photometric augmentation, localiser frame), single process;
   * training throughput: images per second of the training step (forward + backward + optimiser) of the same
     config, with batches pre-loaded so that no loading is timed.

@@ -38,8 +38,9 @@ def main() -> None:
     from speedpose.config.loading import RESOLVED_NAME
     from speedpose.data.loader import open_split
     from speedpose.pose.inference import predict_split
+    from speedpose.pose.kinds import model_kind
+    from speedpose.pose.metrics import pose_metrics
     from speedpose.runs import load_run
-    from speedpose.pose.task import pose_metrics
     from speedpose.scoring import default_thresholds
 
     run = load_run(args.run, args.checkpoint)
@@ -52,7 +53,7 @@ def main() -> None:
         times = []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            pred = predict_split(run.model, split, idx, cfg, batch_size=cfg.train.batch_size)
+            pred = predict_split(run.model, split, idx, model_kind(cfg), batch_size=cfg.train.batch_size)
             times.append((time.perf_counter() - t0) / len(idx))
         m = pose_metrics(pred, split, thresholds=default_thresholds(args.domain))
         print(f"{variant:<44} {m['score']:7.3f} {m['e_r_median_deg']:8.2f} {m['acc@10']:7.3f} "

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from speedpose.data.loader import PreprocessedSplit
-from speedpose.pose.config import SpeedplusExperiment
 from speedpose.pose.inference import predict_split
+from speedpose.pose.kinds.base import ModelKind
+from speedpose.pose.metrics import pose_metrics
 from speedpose.pose.model import PoseModel
-from speedpose.pose.task import pose_metrics
 
 
 @dataclass
@@ -23,7 +23,7 @@ class SyntheticCheck:
     Attributes:
         split: labelled synthetic/validation split (None when the check is off).
         indices: which of its records (empty: the check is off).
-        cfg: the run's experiment config.
+        kind: the run's model kind (its inference settings).
         tolerance: largest allowed relative increase of the score over ``baseline``.
         device, batch_size: inference settings.
         baseline: the score before adaptation (set by :meth:`set_baseline`).
@@ -31,7 +31,7 @@ class SyntheticCheck:
 
     split: PreprocessedSplit | None
     indices: np.ndarray
-    cfg: SpeedplusExperiment
+    kind: ModelKind
     tolerance: float
     device: torch.device
     batch_size: int = 16
@@ -43,7 +43,7 @@ class SyntheticCheck:
 
     def metrics(self, model: PoseModel) -> dict[str, float]:
         """Score, E_T, E_R... of ``model`` on the check images (the model is left in eval mode)."""
-        pred = predict_split(model, self.split, self.indices, self.cfg, self.device, batch_size=self.batch_size)
+        pred = predict_split(model, self.split, self.indices, self.kind, self.device, batch_size=self.batch_size)
         return pose_metrics(pred, self.split, thresholds=False)
 
     def set_baseline(self, model: PoseModel) -> dict[str, float]:

@@ -1,10 +1,10 @@
 """Test-time refinement of the normalisation layers on unlabelled target images (SPNv2's online domain
 refinement, TENT/EATA-style).
 
-Only the BatchNorm layers of the crop encoder (and, for crop models, of the localiser) change: their weights and
-biases by gradient descent, their running statistics by the forward passes in training mode.  Every other tensor
-of the model is left bit-identical (the other parameters have ``requires_grad`` off and no optimiser sees them;
-the rest of the network stays in eval mode, so the I2S projector uses all its points).
+Only the BatchNorm layers of the pose network's encoder (and, for crop models, of the localiser) change: their
+weights and biases by gradient descent, their running statistics by the forward passes in training mode.  Every
+other tensor of the model is left bit-identical (the other parameters have ``requires_grad`` off and no optimiser
+sees them; the rest of the network stays in eval mode, so the I2S projector uses all its points).
 
 Objective per batch of B target images (both terms in [0, 1], normalised by the entropy of the uniform
 distribution)::
@@ -37,11 +37,9 @@ from tqdm.auto import tqdm
 
 from speedpose.adapt.check import SyntheticCheck
 from speedpose.adapt.config import RefineConfig
-from speedpose.data.image_store import resize_gray
 from speedpose.data.loader import PreprocessedSplit
 from speedpose.data.subsets import evenly_spaced
-from speedpose.pose.config import SpeedplusExperiment
-from speedpose.pose.inference import localise_and_crop
+from speedpose.pose.kinds.base import ModelKind
 from speedpose.pose.model import PoseModel
 from speedpose.training.seeding import mix_seed
 
@@ -50,10 +48,10 @@ _BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracke
 
 # ------------------------------------------------------------------------------------------- what may change
 def norm_layers(model: PoseModel, localiser: bool = True) -> list[tuple[str, _BatchNorm]]:
-    """The BatchNorm layers refinement may change, with their ``state_dict`` prefixes: those of the crop encoder
-    (``net.encoder``) and, when ``localiser`` and the model has one, of the localiser."""
+    """The BatchNorm layers refinement may change, with their ``state_dict`` prefixes: those of the pose network's
+    encoder (``net.encoder``) and, when ``localiser`` and the model has one, of the localiser."""
     roots: list[tuple[str, nn.Module]] = [("net.encoder", model.net.encoder)]
-    if localiser and getattr(model, "localiser", None) is not None:
+    if localiser and model.localiser is not None:
         roots.append(("localiser", model.localiser))
     return [(f"{prefix}.{name}", m) for prefix, root in roots for name, m in root.named_modules()
             if isinstance(m, _BatchNorm)]
@@ -100,23 +98,18 @@ def heatmap_entropy(heatmap_logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(dim=1) / math.log(flat.shape[1])
 
 
-def forward_target(model: PoseModel, split: PreprocessedSplit, indices: np.ndarray, cfg: SpeedplusExperiment,
+def forward_target(model: PoseModel, split: PreprocessedSplit, indices: np.ndarray, kind: ModelKind,
                    device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """The inference chain on target images, differentiable in the networks' outputs.
-
-    Crop models: :func:`~speedpose.pose.inference.localise_and_crop` (the localiser, crops from its detached
-    boxes), then the crop network.  Fullimage models: the network on the resized frames.
+    """The inference chain on target images, differentiable in the networks' outputs: the kind's network inputs
+    (:meth:`~speedpose.pose.kinds.base.ModelKind.network_inputs`: for crop models the localiser and crops from its
+    detached boxes, for fullimage models the resized frames), then ``model.net``.
 
     Returns:
-        (heatmap logits (B, 1, h, w) or None for fullimage models, I2S coefficients (B, n_coeffs)).
+        (heatmap logits (B, 1, h, w), or None for a model without a localiser, I2S coefficients (B, n_coeffs)).
     """
-    if model.kind != "crop":
-        s = cfg.data.fullimage_size
-        imgs = np.stack([resize_gray(split.image(int(i)), (s, s)) for i in indices])[:, None]
-        return None, model.net(torch.from_numpy(imgs).to(device))["coeffs"]
-    lc = localise_and_crop(model, split, indices, cfg, device)
-    coeffs = model.net(torch.from_numpy(lc.crops_u8[:, None]).to(device))["coeffs"]
-    return lc.loc_out["heatmap_logits"], coeffs
+    inp = kind.network_inputs(model, split, indices, device)
+    coeffs = model.net_outputs(inp.images_u8, device)["coeffs"]
+    return (None if inp.loc_out is None else inp.loc_out["heatmap_logits"]), coeffs
 
 
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> np.ndarray:
@@ -134,17 +127,18 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def entropy_thresholds(model: PoseModel, split: PreprocessedSplit, indices: np.ndarray, cfg: SpeedplusExperiment,
+def entropy_thresholds(model: PoseModel, split: PreprocessedSplit, indices: np.ndarray, kind: ModelKind,
                        rcfg: RefineConfig, device: torch.device, batch_size: int) -> dict[str, float | None]:
     """Confidence thresholds from the entropies before refinement: per term (``rotation``; ``localisation`` for
-    crop models), the ``confident_quantile`` of the normalised entropies, capped at ``max_entropy``; None = no
-    threshold (``confident_quantile = 1`` and ``max_entropy = 1``: every image counts, whatever its entropy).
+    models with a localiser), the ``confident_quantile`` of the normalised entropies, capped at ``max_entropy``;
+    None = no threshold (``confident_quantile = 1`` and ``max_entropy = 1``: every image counts, whatever its
+    entropy).
 
     Measured as refinement will see them: refined BatchNorm layers on batch statistics, batches of exactly
     ``batch_size`` (the last one filled up with the first calibration images, whose entropies count once); the
     running statistics are restored afterwards, so the model is unchanged.
     """
-    terms = ("rotation", "localisation") if model.kind == "crop" else ("rotation",)
+    terms = ("rotation",) if model.localiser is None else ("rotation", "localisation")
     cap = rcfg.max_entropy if rcfg.max_entropy < 1.0 else None
     if rcfg.confident_quantile >= 1.0:
         return {t: cap for t in terms}  # no quantile: nothing to measure
@@ -156,7 +150,7 @@ def entropy_thresholds(model: PoseModel, split: PreprocessedSplit, indices: np.n
     h: dict[str, list[np.ndarray]] = {t: [] for t in terms}
     try:
         for start in range(0, len(padded), batch_size):
-            heat, coeffs = forward_target(model, split, padded[start:start + batch_size], cfg, device)
+            heat, coeffs = forward_target(model, split, padded[start:start + batch_size], kind, device)
             h["rotation"].append(rotation_entropy(model, coeffs).cpu().numpy())
             if heat is not None:
                 h["localisation"].append(heatmap_entropy(heat).cpu().numpy())
@@ -211,7 +205,7 @@ class RefineOutcome:
         return asdict(self)
 
 
-def refine(model: PoseModel, target: PreprocessedSplit, cfg: SpeedplusExperiment, rcfg: RefineConfig,
+def refine(model: PoseModel, target: PreprocessedSplit, kind: ModelKind, rcfg: RefineConfig,
            check: SyntheticCheck, check_every: int, device: torch.device, seed: int, state: dict | None = None,
            on_checkpoint: Callable[[dict], None] | None = None,
            on_step: Callable[[int, dict[str, float]], None] | None = None, progress: bool = True) -> RefineOutcome:
@@ -220,7 +214,7 @@ def refine(model: PoseModel, target: PreprocessedSplit, cfg: SpeedplusExperiment
     Args:
         model: the source model (its weights are changed in place; see the module docstring for which).
         target: the unlabelled target split (:func:`speedpose.adapt.targets.unlabelled_view`).
-        cfg: the run's experiment config (crop geometry, mode search).
+        kind: the run's model kind (its network inputs).
         rcfg: the ``refine:`` settings.
         check: the synthetic check (its baseline is measured here unless ``state`` has one).
         check_every: steps between checks (and resumable states).
@@ -240,7 +234,7 @@ def refine(model: PoseModel, target: PreprocessedSplit, cfg: SpeedplusExperiment
         opt = torch.optim.SGD(params, lr=rcfg.lr, momentum=0.9)
     if state is None:
         calib = evenly_spaced(n, rcfg.calibration_images)
-        thresholds = entropy_thresholds(model, target, calib, cfg, rcfg, device, rcfg.batch_size)
+        thresholds = entropy_thresholds(model, target, calib, kind, rcfg, device, rcfg.batch_size)
         checks = []
         before = check.set_baseline(model) if check.enabled else None
         if before is not None:
@@ -270,7 +264,7 @@ def refine(model: PoseModel, target: PreprocessedSplit, cfg: SpeedplusExperiment
         while stopped is None and step < rcfg.steps:
             _enter_refine_mode(model, layers, rcfg.stats_momentum)
             idx = batch_indices(n, rcfg.batch_size, step, seed)
-            heat, coeffs = forward_target(model, target, idx, cfg, device)
+            heat, coeffs = forward_target(model, target, idx, kind, device)
             h_rot = rotation_entropy(model, coeffs)
             m_rot = confident(h_rot, thresholds["rotation"])
             loss = rcfg.rotation_weight * (h_rot * m_rot).sum() / len(idx)

@@ -24,11 +24,9 @@ from tqdm.auto import tqdm
 
 from speedpose.adapt.config import SelfTrainConfig
 from speedpose.camera import Camera
-from speedpose.data.image_store import resize_gray
 from speedpose.geometry.rotations import geodesic_angle_matrix, quat_wxyz_to_matrix
-from speedpose.pose.augment import Photometric, central_box_frac
-from speedpose.pose.config import SpeedplusExperiment
-from speedpose.pose.inference import localise_and_crop, predict_split
+from speedpose.pose.inference import predict_split
+from speedpose.pose.kinds.base import ModelKind
 from speedpose.pose.model import PoseModel
 from speedpose.pose.orientation import rotation_mode
 from speedpose.scoring import box_iou
@@ -106,14 +104,15 @@ def in_plane_angles_rad(n: int, max_deg: float) -> np.ndarray:
 
 
 @torch.no_grad()
-def augmented_rotations(model: PoseModel, split, indices: np.ndarray, boxes_xyxy: np.ndarray,
-                        cfg: SpeedplusExperiment, n_aug: int, seed: int, device: torch.device,
-                        batch_size: int = 16, progress: bool = False) -> np.ndarray:
+def augmented_rotations(model: PoseModel, split, indices: np.ndarray, boxes_xyxy: np.ndarray, kind: ModelKind,
+                        n_aug: int, seed: int, device: torch.device, batch_size: int = 16, progress: bool = False
+                        ) -> np.ndarray:
     """Rotations predicted on ``n_aug`` augmented copies of each image, in the real camera frame.
 
-    Crop models: crops of the given boxes (N, 4) [px] through virtual cameras rotated in-plane by
-    :func:`in_plane_angles_rad` (within the training's ``augment.in_plane_deg``), then the training's photometric
-    augmentation seeded by ``(seed, copy, index)``.  Fullimage models: the photometric augmentation only.
+    The kind's network inputs of the given boxes (N, 4) [px] with the in-plane rotations of
+    :func:`in_plane_angles_rad` (within the training's ``augment.in_plane_deg``; crop models: crops through rotated
+    virtual cameras, fullimage models: the same resized frames, which neither boxes nor angles change), then the
+    training's photometric augmentation seeded by ``(seed, copy, index)``.
 
     Returns:
         (n_aug, N, 3, 3) rotation matrices R_cam_body.
@@ -123,27 +122,20 @@ def augmented_rotations(model: PoseModel, split, indices: np.ndarray, boxes_xyxy
     out = np.zeros((n_aug, len(indices), 3, 3))
     if n_aug == 0 or len(indices) == 0:
         return out
-    photometric = Photometric(cfg.augment, central_box_frac(cfg.data.crop_margin))
-    thetas = in_plane_angles_rad(n_aug, cfg.augment.in_plane_deg if cfg.augment.enabled else 0.0)
+    photometric = kind.photometric()
+    thetas = in_plane_angles_rad(n_aug, kind.augment.in_plane_deg if kind.augment.enabled else 0.0)
     bar = tqdm(total=len(indices), desc=f"augmented copies {split.domain}", unit="img", disable=not progress,
                leave=False)
     for start in range(0, len(indices), batch_size):
         chunk = indices[start:start + batch_size]
-        sources: dict[int, tuple] = {}  # one source image per record for all copies
-        if model.kind != "crop":  # the same resized frames for every copy
-            s = cfg.data.fullimage_size
-            images = [resize_gray(split.image(int(i)), (s, s)) for i in chunk]
-            R_cam_virt = np.repeat(np.eye(3)[None], len(chunk), axis=0)
+        cache: dict = {}  # per record: what every copy reuses (the source image of its crops, its resized frame)
         for k in range(n_aug):
-            if model.kind == "crop":
-                lc = localise_and_crop(model, split, chunk, cfg, device, float(thetas[k]),
-                                       boxes_xyxy[start:start + len(chunk)], sources)
-                images = list(lc.crops_u8)
-                R_cam_virt = np.stack([vc.R_cam_virt for vc in lc.cameras])
-            crops = [photometric(img, mix_seed(seed, k, int(i))) for img, i in zip(images, chunk)]
-            coeffs = model.net(torch.from_numpy(np.stack(crops)[:, None]).to(device))["coeffs"]
-            R_virt, _ = rotation_mode(model.net.head, coeffs, cfg.model.i2s.infer_level)
-            out[k, start:start + len(chunk)] = R_cam_virt @ R_virt.double().cpu().numpy()
+            inp = kind.network_inputs(model, split, chunk, device, float(thetas[k]),
+                                      boxes_xyxy[start:start + len(chunk)], cache)
+            copies = np.stack([photometric(img, mix_seed(seed, k, int(i))) for img, i in zip(inp.images_u8, chunk)])
+            coeffs = model.net_outputs(copies, device)["coeffs"]
+            R_virt, _ = rotation_mode(model.net.head, coeffs, kind.infer_level)
+            out[k, start:start + len(chunk)] = inp.R_cam_virt @ R_virt.double().cpu().numpy()
         bar.update(len(chunk))
     bar.close()
     return out
@@ -163,15 +155,16 @@ def select(confidence: np.ndarray, box_iou_: np.ndarray, aug_deg: np.ndarray, st
     return out
 
 
-def make_pseudo_labels(model: PoseModel, split, cfg: SpeedplusExperiment, st: SelfTrainConfig,
+def make_pseudo_labels(model: PoseModel, split, kind: ModelKind, st: SelfTrainConfig,
                        device: torch.device, seed: int, batch_size: int = 16, progress: bool = False
                        ) -> PseudoLabels:
-    """Predict every image of the unlabelled ``split``, measure the three signals and select (module docstring)."""
+    """Predict every image of the unlabelled ``split`` with ``model`` of ``kind``, measure the three signals and
+    select (module docstring)."""
     idx = np.arange(len(split))
-    pred = predict_split(model, split, idx, cfg, device, batch_size=batch_size, progress=progress)
+    pred = predict_split(model, split, idx, kind, device, batch_size=batch_size, progress=progress)
     iou = reprojection_iou(split.camera, pred.q_wxyz, pred.r_cam_m, pred.box_xyxy)
     R = quat_wxyz_to_matrix(pred.q_wxyz)
-    R_aug = augmented_rotations(model, split, idx, pred.box_xyxy, cfg, st.augmentations, seed, device, batch_size,
+    R_aug = augmented_rotations(model, split, idx, pred.box_xyxy, kind, st.augmentations, seed, device, batch_size,
                                 progress)
     aug = np.zeros(len(idx))
     if st.augmentations:

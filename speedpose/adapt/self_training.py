@@ -37,7 +37,7 @@ from speedpose.config import config_to_dict
 from speedpose.data.loader import PreprocessedSplit
 from speedpose.io_utils import atomic_write_json, read_json
 from speedpose.pose.config import SpeedplusExperiment
-from speedpose.pose.dataset import PoseSamples
+from speedpose.pose.kinds import model_kind
 from speedpose.pose.model import PoseModel
 from speedpose.pose.task import SpeedplusTask, train_subset
 from speedpose.resumable import ChunkFiles
@@ -107,13 +107,13 @@ class SelfTrainTask(SpeedplusTask):
         self.repeat = target_repeat(len(self.train_indices), len(self.target_indices), target_share)
 
     def build_model(self) -> PoseModel:
-        model = PoseModel(self.cfg)
+        model = self.kind.build_model()
         model.load_state_dict(self.init_state)
         return model
 
     def train_dataset(self) -> Dataset:
-        synth = PoseSamples(self.train_split, self.train_indices, self.cfg, train=True)
-        tgt = PoseSamples(self.target, self.target_indices, self.cfg, train=True)
+        synth = self.kind.samples(self.train_split, self.train_indices, train=True)
+        tgt = self.kind.samples(self.target, self.target_indices, train=True)
         return _Passes(ConcatDataset([synth, _Repeat(tgt, self.repeat)]), self.samples, self.cfg.train.seed)
 
     def val_dataset(self) -> None:
@@ -220,6 +220,7 @@ def self_train(model: PoseModel, cfg: SpeedplusExperiment, acfg: AdaptExperiment
         A :class:`SelfTrainOutcome`; the model holds the kept weights, in eval mode.
     """
     st = acfg.self_train
+    kind = model_kind(cfg)
     work_dir = Path(work_dir)
     state_path = work_dir / STATE_NAME
     label_files = _label_files(work_dir)
@@ -242,7 +243,7 @@ def self_train(model: PoseModel, cfg: SpeedplusExperiment, acfg: AdaptExperiment
         if label_files.is_done(r):
             labels = PseudoLabels.from_frame(pd.read_csv(path, float_precision="round_trip"))
         else:
-            labels = make_pseudo_labels(model, target, cfg, st, device, mix_seed(acfg.train.seed, r),
+            labels = make_pseudo_labels(model, target, kind, st, device, mix_seed(acfg.train.seed, r),
                                         acfg.train.batch_size, progress)
             with label_files.writing(r) as tmp:
                 labels.to_frame(target.filenames).to_csv(tmp, index=False)

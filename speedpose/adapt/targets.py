@@ -5,7 +5,8 @@
 (NaN poses, keypoints and boxes, no mask boxes).  Everything downstream of adaptation sees the target through it,
 so a target file with poses and one without give the same view.  :func:`pseudo_labelled_view` then writes pseudo
 poses into such a view, with keypoints and keypoint boxes reprojected from them exactly as preprocessing does for
-true labels, so that :class:`~speedpose.pose.dataset.PoseSamples` trains on them unchanged.
+true labels, so that a model kind's training samples (:meth:`~speedpose.pose.kinds.base.ModelKind.samples`) use them
+unchanged.
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from speedpose.models.encoders import build_encoder
-from speedpose.models.i2s import I2SConfig as HeadConfig
 from speedpose.models.i2s import I2SHead, predict_mode, so3_cross_entropy, so3_log_likelihood
 
 #: ImageNet statistics of RGB in [0, 1]
@@ -34,7 +33,7 @@ class BenchmarkModel(nn.Module):
     Args:
         encoder: torchvision ResNet name.
         pretrained: as :func:`speedpose.models.build_encoder`.
-        i2s: the ``model.i2s`` config section (lmax, channels, levels).
+        i2s: the ``model.i2s`` section (:class:`speedpose.pose.config.I2SConfig`).
         image_size: side of the square input [px].
         num_classes: number of classes; the head is conditioned on the one-hot class when ``class_conditioned``.
     """
@@ -47,10 +46,7 @@ class BenchmarkModel(nn.Module):
         self.num_classes = num_classes
         self.class_conditioned = class_conditioned
         self.infer_level = i2s.infer_level
-        self.head = I2SHead(channels, HeadConfig(
-            lmax=i2s.lmax, sphere_channels=i2s.sphere_channels, hidden_channels=i2s.hidden_channels,
-            fmap_hw=(side, side), proj_level=i2s.proj_level, proj_sigma=i2s.proj_sigma,
-            train_grid_level=i2s.train_grid_level, cond_dim=num_classes if class_conditioned else 0))
+        self.head = I2SHead(channels, i2s.to_head_spec((side, side), cond_dim=num_classes if class_conditioned else 0))
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 

@@ -7,11 +7,14 @@ them.  The shipped files are ``configs/speedplus.yaml`` (full recipe, real data,
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import TYPE_CHECKING, Literal, Optional, Union
 
 from pydantic import Field
 
 from speedpose.config import ConfigModel, ExperimentConfig
+
+if TYPE_CHECKING:
+    from speedpose.models.i2s.head import I2SHeadSpec
 
 
 class DataConfig(ConfigModel):
@@ -52,6 +55,16 @@ class I2SConfig(ConfigModel):
     train_grid_level: int = Field(3, ge=1, le=4, description="HEALPix SO(3) level of the cross-entropy loss grid")
     infer_level: int = Field(5, ge=3, le=7, description="finest level of the coarse-to-fine mode search "
                              "(5 = 1.875 deg)")
+
+    def to_head_spec(self, fmap_hw: tuple[int, int], cond_dim: int = 0) -> "I2SHeadSpec":
+        """The :class:`~speedpose.models.i2s.head.I2SHeadSpec` of a head on a feature map of ``fmap_hw`` (H, W)
+        [cells], conditioned on a vector of ``cond_dim`` values (0: none).  The head settings this section does not
+        expose keep the spec's defaults; ``infer_level`` belongs to inference, not to the head."""
+        from speedpose.models.i2s.head import I2SHeadSpec  # torch and e3nn: only when a network is built
+
+        return I2SHeadSpec(lmax=self.lmax, sphere_channels=self.sphere_channels, hidden_channels=self.hidden_channels,
+                           fmap_hw=(int(fmap_hw[0]), int(fmap_hw[1])), proj_level=self.proj_level,
+                           proj_sigma=self.proj_sigma, train_grid_level=self.train_grid_level, cond_dim=cond_dim)
 
 
 class LocaliserConfig(ConfigModel):

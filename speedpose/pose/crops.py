@@ -9,6 +9,8 @@ of its box and is zoomed so that the box (times ``margin``) fills the crop.  Its
   crop centre in units of the crop side, and its depth along the virtual optical axis relative to the box-size prior
   ``z0 = f_virt * TANGO_SIZE_M / (size / margin)`` (the depth at which Tango's diameter would span the box).
   :func:`decode_translation` turns a prediction back into ``r`` [m] in the real camera frame.
+
+:func:`refined_boxes` gives the box to crop again around a predicted pose (``model.refine_passes``).
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from speedpose.camera import Camera
-from speedpose.tango import TANGO_SIZE_M
+from speedpose.tango import TANGO_SIZE_M, tango_keypoints_body
 from speedpose.virtual_camera import VirtualCamera
+
+#: (11, 3) the Tango keypoints in the body frame [m]
+TANGO_KP = tango_keypoints_body()
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,20 @@ def jitter_box(box_xyxy: np.ndarray, rng: np.random.Generator, spec: CropSpec,
     c = c + shift
     half = side * scale / 2
     return np.array([c[0] - half[0], c[1] - half[1], c[0] + half[0], c[1] + half[1]])
+
+
+def refined_boxes(camera: Camera, R_cam_body: np.ndarray, r_cam_m: np.ndarray, fallback_xyxy: np.ndarray
+                  ) -> np.ndarray:
+    """The keypoint boxes [full-resolution px, unclipped] of predicted poses (B, 3, 3), (B, 3) [m]: where to crop
+    again.  A pose whose keypoints are not all at least 0.5 m in front of the camera, or whose box is degenerate,
+    keeps its ``fallback_xyxy`` box (B, 4)."""
+    kp_cam = np.einsum("bij,kj->bki", R_cam_body, TANGO_KP) + r_cam_m[:, None, :]
+    ok = (kp_cam[..., 2] > 0.5).all(axis=1)
+    uv = camera.project(np.where(ok[:, None, None], kp_cam, np.array([0.0, 0.0, 1.0])))
+    boxes = np.concatenate([uv.min(axis=1), uv.max(axis=1)], axis=1)
+    side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    ok &= np.isfinite(boxes).all(axis=1) & (side > 4) & (side < 20 * max(camera.width, camera.height))
+    return np.where(ok[:, None], boxes, fallback_xyxy)
 
 
 def crop_source(split, i: int, vc: VirtualCamera) -> tuple[np.ndarray, Camera]:

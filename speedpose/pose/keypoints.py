@@ -10,7 +10,8 @@ turns keypoints into a pose in the crop's virtual camera (an undistorted pinhole
   confidence = the softmax mass in that window times the visibility probability.
 * Geometry: :func:`translation_from_keypoints` solves the translation for a known rotation (weighted linear least
   squares; the I2S rotation removes PnP's mirror ambiguity); :func:`refine_pose` runs OpenCV's Levenberg-Marquardt
-  PnP refinement from that pose and keeps it only when it stays near the I2S rotation.
+  PnP refinement from that pose and keeps it only when it stays near the I2S rotation;
+  :func:`solve_pose_with_keypoints` applies them to a batch of crops (``model.pose_solver``).
 
 Pixels: crop pixel centres at integer coordinates (the pipeline's convention); heatmap cell (i, j) is centred on crop
 pixel ``(stride * j + (stride - 1) / 2, stride * i + (stride - 1) / 2)``.
@@ -19,12 +20,16 @@ pixel ``(stride * j + (stride - 1) / 2, stride * i + (stride - 1) / 2)``.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from speedpose.pose.crops import TANGO_KP
+from speedpose.virtual_camera import VirtualCamera
 
 N_KEYPOINTS = 11
 HEATMAP_STRIDE = 4
@@ -188,5 +193,41 @@ def refine_pose(R0: np.ndarray, t0: np.ndarray, kp_body: np.ndarray, uv: np.ndar
     return R1, t1
 
 
+def solve_pose_with_keypoints(net_out: dict[str, torch.Tensor], R_virt: np.ndarray, r_cam_m: np.ndarray,
+                              cameras: list[VirtualCamera], pose_solver: Literal["kp_translation", "fused"],
+                              min_confidence: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``model.pose_solver`` kp_translation / fused for a batch of B crops.
+
+    Args:
+        net_out: the crop network's outputs with ``kp_logits`` and ``kp_vis_logits``.
+        R_virt: (B, 3, 3) the I2S rotations in the crops' virtual cameras.
+        r_cam_m: (B, 3) the regressed translations [m, real camera frame].
+        cameras: the B crops' virtual cameras.
+        pose_solver: ``kp_translation`` (the translation from the keypoints for the I2S rotation) or ``fused``
+            (then :func:`refine_pose` of both).
+        min_confidence: keypoints below this confidence are not used.
+    Returns:
+        (R_virt (B, 3, 3), r_cam_m (B, 3), branch (B,) ``i2s`` | ``kp_translation`` | ``fused``): the inputs kept
+        (branch ``i2s``) where fewer than 3 keypoints are confident or the solution is degenerate.
+    """
+    uv, conf = decode_heatmaps(net_out)
+    R_out, r_out = R_virt.copy(), r_cam_m.copy()
+    branch = np.full(len(R_virt), "i2s", dtype="<U14")
+    for b, vc in enumerate(cameras):
+        w = np.where(conf[b] >= min_confidence, conf[b], 0.0)
+        if (w > 0).sum() < 3:
+            continue
+        t_virt = translation_from_keypoints(R_virt[b], TANGO_KP, uv[b], w, vc.K)
+        if t_virt is None:
+            continue
+        R_b, branch[b] = R_virt[b], "kp_translation"
+        if pose_solver == "fused":
+            refined = refine_pose(R_virt[b], t_virt, TANGO_KP, uv[b], w, vc.K)
+            if refined is not None:
+                (R_b, t_virt), branch[b] = refined, "fused"
+        R_out[b], r_out[b] = R_b, vc.pose_from_virtual(R_b, t_virt)[1]
+    return R_out, r_out, branch
+
+
 __all__ = ["HEATMAP_STRIDE", "KeypointHead", "N_KEYPOINTS", "cell_centres", "decode_heatmaps", "keypoint_loss",
-           "refine_pose", "reprojection_px", "translation_from_keypoints"]
+           "refine_pose", "reprojection_px", "solve_pose_with_keypoints", "translation_from_keypoints"]

@@ -1,92 +1,114 @@
-"""The SPEED+ pose networks.
+"""The SPEED+ pose networks, shared by every model kind (:mod:`speedpose.pose.kinds`).
 
-* ``kind: crop`` (the pipeline): :class:`~speedpose.pose.localiser.Localiser` on the downscaled full frame, and a
-  crop network (ResNet encoder shared by an :class:`~speedpose.models.i2s.head.I2SHead` for the rotation in the
-  virtual camera and a translation head for ``(du, dv, log(z / z0))``, :mod:`speedpose.pose.crops`).
-* ``kind: fullimage`` (the seed's baseline): the whole frame resized to a square, I2S for the rotation in the real
-  camera and an MLP on pooled features for the normalised translation.
+* :class:`PoseNet`: an image encoder shared by an :class:`~speedpose.models.i2s.head.I2SHead` for the rotation and a
+  translation head (+ optionally a :class:`~speedpose.pose.keypoints.KeypointHead`), on square grey images: the
+  virtual-camera crops of the ``crop`` kind, or the whole frame resized to a square for the ``fullimage`` kind.
+* :class:`PoseModel`: what a kind trains: a ``net`` (a :class:`PoseNet`) and, for a kind that finds the spacecraft
+  first, a ``localiser`` (:class:`~speedpose.pose.localiser.Localiser`).
 
 Inputs are uint8 images; the networks normalise them.  One call of :meth:`PoseModel.forward` runs each network
-once.  No file I/O.
+once.  No file I/O.  The attribute names are the checkpoints' state-dict keys (``localiser.*``, ``net.encoder.*``,
+``net.head.*``, ``net.kp_head.*``, ``net.reduce.*``, ``net.trans.*``): renaming one breaks every saved run.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 
 from speedpose.models.encoders import build_encoder
-from speedpose.models.i2s import I2SConfig, I2SHead, so3_cross_entropy, so3_log_likelihood
+from speedpose.models.i2s import I2SHead, so3_cross_entropy, so3_log_likelihood
 from speedpose.models.i2s.grid_signal import SO3GridSignal
-from speedpose.pose.config import SpeedplusExperiment
+from speedpose.pose.config import I2SConfig, ModelConfig
 from speedpose.pose.keypoints import KeypointHead
 from speedpose.pose.localiser import Localiser, normalise_u8
 
 
+class PoseNet(nn.Module):
+    """Shared encoder + I2S rotation head + translation head (+ keypoint head) on square grey images.
 
-class CropNet(nn.Module):
-    """Shared encoder + I2S rotation head + translation head on square crops.
-
-    Input: (B, 1, S, S) uint8. Output: ``coeffs`` (B, n_coeffs) and ``t`` (B, 3) (+ ``kp_logits`` (B, 11, S/4, S/4)
-    and ``kp_vis_logits`` (B, 11) with the keypoint head).
+    Input: (B, 1, S, S) uint8. Output: ``coeffs`` (B, n_coeffs), the rotation distribution in the frame of the
+    camera of the input, and ``t`` (B, 3), the translation in the encoding of the model kind (+ ``kp_logits``
+    (B, 11, S/4, S/4) and ``kp_vis_logits`` (B, 11) with the keypoint head).
     The translation head sees the spatial feature map (flattened after a 1x1 reduction), not only pooled
-    features, since the target offset is a position in the crop.
+    features, since where the spacecraft is in the image is part of the answer.
+
+    Args:
+        input_size: S [px].
+        encoder, pretrained, encoder_stride: the image encoder (:func:`speedpose.models.encoders.build_encoder`).
+        i2s: the ``model.i2s`` section; the head is built for this encoder's feature map of S.
+        translation_hidden: hidden units of the translation head.
+        keypoint_width: channels of the keypoint head's upsampling layers; None = no keypoint head.
     """
 
-    def __init__(self, cfg: SpeedplusExperiment, input_size: int):
+    def __init__(self, input_size: int, encoder: str, pretrained: bool | str, encoder_stride: int, i2s: I2SConfig,
+                 translation_hidden: int, keypoint_width: int | None = None):
         super().__init__()
-        m = cfg.model
-        self.encoder, c = build_encoder(m.encoder, m.pretrained, stride=m.encoder_stride)
-        fmap = max(1, -(-input_size // m.encoder_stride))
-        i2s = m.i2s
-        self.head = I2SHead(c, I2SConfig(lmax=i2s.lmax, sphere_channels=i2s.sphere_channels,
-                                         hidden_channels=i2s.hidden_channels, fmap_hw=(fmap, fmap),
-                                         proj_level=i2s.proj_level, proj_sigma=i2s.proj_sigma,
-                                         train_grid_level=i2s.train_grid_level))
-        self.kp_head = KeypointHead(c, self.encoder.pyramid_channels, m.keypoints.width) \
-            if m.keypoints.enabled else None
+        self.encoder, c = build_encoder(encoder, pretrained, stride=encoder_stride)
+        fmap = max(1, -(-input_size // encoder_stride))
+        self.head = I2SHead(c, i2s.to_head_spec((fmap, fmap)))
+        self.kp_head = KeypointHead(c, self.encoder.pyramid_channels, keypoint_width) \
+            if keypoint_width is not None else None
         self.reduce = nn.Sequential(nn.Conv2d(c, 32, 1), nn.ReLU(inplace=True))
-        self.trans = nn.Sequential(nn.Flatten(), nn.Linear(32 * fmap * fmap + c, m.translation_hidden),
-                                   nn.ReLU(inplace=True), nn.Linear(m.translation_hidden, 3))
+        # index 0 holds no weights: it keeps the checkpoint keys of the linear layers at trans.1.* and trans.3.*
+        self.trans = nn.Sequential(nn.Identity(), nn.Linear(32 * fmap * fmap + c, translation_hidden),
+                                   nn.ReLU(inplace=True), nn.Linear(translation_hidden, 3))
 
-    def forward(self, crops_u8: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = normalise_u8(crops_u8, 3, self.encoder.input_mean, self.encoder.input_std)
+    def forward(self, images_u8: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = normalise_u8(images_u8, 3, self.encoder.input_mean, self.encoder.input_std)
         if self.kp_head is None:
             f, pyramid = self.encoder(x), None
         else:
             f, pyramid = self.encoder.forward_pyramid(x)
         pooled = f.mean(dim=(2, 3))
-        t = self.trans[1:](torch.cat([self.reduce(f).flatten(1), pooled], dim=1))
+        t = self.trans(torch.cat([self.reduce(f).flatten(1), pooled], dim=1))
         out = {"coeffs": self.head(f), "t": t}
         if self.kp_head is not None:
             out.update(self.kp_head(f, pyramid))
         return out
 
 
-class PoseModel(nn.Module):
-    """Localiser + crop network (``kind: crop``) or the whole-image baseline (``kind: fullimage``)."""
+def build_pose_net(model: ModelConfig, input_size: int) -> PoseNet:
+    """The :class:`PoseNet` the ``model:`` section describes, for square inputs of ``input_size`` [px]."""
+    return PoseNet(input_size, model.encoder, model.pretrained, model.encoder_stride, model.i2s,
+                   model.translation_hidden, model.keypoints.width if model.keypoints.enabled else None)
 
-    def __init__(self, cfg: SpeedplusExperiment):
+
+class PoseModel(nn.Module):
+    """The networks of a model kind: ``net`` on the square images of ``batch[input_key]`` and, when the kind has
+    one, ``localiser`` on the downscaled full frames of ``batch["loc_image"]``.
+
+    Args:
+        net: the pose network.
+        localiser: the localisation network, or None.
+        input_key: the key of a training batch that holds ``net``'s (B, 1, S, S) uint8 input.
+    """
+
+    def __init__(self, net: PoseNet, localiser: Localiser | None = None, input_key: str = "crop"):
         super().__init__()
-        self.kind = cfg.model.kind
-        if self.kind == "crop":
-            lc = cfg.model.localiser
-            self.localiser = Localiser(lc.width, lc.stride, lc.backbone, lc.pretrained)
-            self.net = CropNet(cfg, cfg.data.crop_size)
-        else:
-            self.localiser = None
-            self.net = CropNet(cfg, cfg.data.fullimage_size)
+        self.localiser = localiser  # registered first: the order of the parameters (and of optimiser states)
+        self.net = net
+        self.input_key = input_key
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Training forward: every network once. Keys: ``coeffs``, ``t`` (+ ``heatmap_logits``, ``box_reg``)."""
-        if self.kind == "crop":
-            out = self.net(batch["crop"])
-            if "loc_image" in batch:  # carried by a share data.loc_fraction of the samples
-                out.update(self.localiser(batch["loc_image"]))
-            return out
-        return self.net(batch["image"])
+        """Training forward: every network once. Keys: ``coeffs``, ``t`` (+ the keypoint head's, + ``heatmap_logits``
+        and ``box_reg`` when the batch carries localiser samples)."""
+        out = self.net(batch[self.input_key])
+        if self.localiser is not None and "loc_image" in batch:  # a share data.loc_fraction of the samples
+            out.update(self.localiser(batch["loc_image"]))
+        return out
+
+    def net_outputs(self, images_u8: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
+        """``net`` on (B, S, S) uint8 images (no ``torch.no_grad`` here: the caller decides)."""
+        return self.net(torch.from_numpy(np.ascontiguousarray(images_u8)[:, None]).to(device))
+
+
+def unwrap(model: nn.Module) -> PoseModel:
+    """The :class:`PoseModel` of a model or of a DDP-wrapped one."""
+    return model.module if hasattr(model, "module") else model
 
 
 def rotation_loss(grid: SO3GridSignal, coeffs: torch.Tensor, R_target: torch.Tensor,

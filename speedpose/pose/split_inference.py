@@ -1,7 +1,7 @@
 """Inference over a whole split as the stages run it: resumable chunked predictions with the key of what they
 depend on, and the predicted SO(3) distributions in the camera frame.
 
-Used by ``evaluate``, ``submit`` and ``predict``; the model, split and config are those of
+Used by ``evaluate``, ``submit`` and ``predict``; the model, split and model kind are those of
 :func:`speedpose.pose.inference.predict_split`.
 """
 
@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from speedpose.models.i2s import so3_distribution
 from speedpose.pose.inference import PosePredictions, predict_split
+from speedpose.pose.kinds.base import ModelKind
 from speedpose.resumable import compute_chunks, resumable_chunks
 
 #: images per resumable inference chunk
@@ -39,7 +40,7 @@ def inference_key(loaded, split, batch_size: int) -> dict:
             "batch_size": batch_size}
 
 
-def predict_cached(model, split, indices: np.ndarray, cfg, device: torch.device, batch_size: int,
+def predict_cached(model, split, indices: np.ndarray, kind: ModelKind, device: torch.device, batch_size: int,
                    cache_dir: Path | None, key: dict, progress: bool = True, desc: str = "predict"
                    ) -> PosePredictions:
     """:func:`predict_split` over ``indices`` in chunks of :data:`CHUNK` images, each chunk saved to ``cache_dir``
@@ -47,11 +48,11 @@ def predict_cached(model, split, indices: np.ndarray, cfg, device: torch.device,
     ``key`` (e.g. :func:`inference_key`) is discarded.  ``cache_dir=None``: no cache."""
     indices = np.asarray(indices, dtype=np.int64)
     if len(indices) == 0:
-        return predict_split(model, split, indices, cfg, device, batch_size=batch_size)
+        return predict_split(model, split, indices, kind, device, batch_size=batch_size)
     files = None if cache_dir is None else resumable_chunks(cache_dir, key, pattern=CHUNK_PATTERN, chunk_size=CHUNK)
 
     def compute(start: int, stop: int) -> dict[str, np.ndarray]:
-        pred = predict_split(model, split, indices[start:stop], cfg, device, batch_size=batch_size)
+        pred = predict_split(model, split, indices[start:stop], kind, device, batch_size=batch_size)
         return {name: getattr(pred, name) for name in FIELDS}
 
     def fits(start: int, stop: int, arrays: dict[str, np.ndarray]) -> bool:
@@ -63,7 +64,7 @@ def predict_cached(model, split, indices: np.ndarray, cfg, device: torch.device,
     return PosePredictions(**{name: np.concatenate([p[name] for p in parts]) for name in FIELDS})
 
 
-def distributions_in_camera(model, split, indices: Sequence[int], cfg, device: torch.device,
+def distributions_in_camera(model, split, indices: Sequence[int], kind: ModelKind, device: torch.device,
                             level: int = PLOT_LEVEL) -> tuple[PosePredictions, np.ndarray, np.ndarray]:
     """Predictions for a few images with their distributions on the level-``level`` SO(3) grid, expressed in the
     real camera frame (the head's coefficients live in each crop's virtual-camera frame: ``R_cam = R_cam_virt @
@@ -72,7 +73,7 @@ def distributions_in_camera(model, split, indices: Sequence[int], cfg, device: t
     Returns:
         (predictions, R_grid_cam (B, N, 3, 3) float64, probs (B, N) float64 summing to 1 per image).
     """
-    pred = predict_split(model, split, np.asarray(indices, dtype=np.int64), cfg, device, batch_size=len(indices),
+    pred = predict_split(model, split, np.asarray(indices, dtype=np.int64), kind, device, batch_size=len(indices),
                          keep_coeffs=True)
     R_grid, probs = so3_distribution(torch.from_numpy(pred.coeffs).to(device), level=level)
     R_grid = R_grid.double().cpu().numpy()

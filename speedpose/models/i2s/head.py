@@ -14,12 +14,15 @@ from speedpose.models.i2s.grid_signal import SO3GridSignal
 from speedpose.models.i2s.layers import S2ToSO3Conv, SO3Activation, SO3Conv, near_identity_rotations
 from speedpose.models.i2s.projector import SphereProjector
 
-__all__ = ["I2SConfig", "I2SHead"]
+__all__ = ["I2SHead", "I2SHeadSpec"]
 
 
 @dataclass(frozen=True)
-class I2SConfig:
+class I2SHeadSpec:
     """Settings of :class:`I2SHead` (defaults: the I2S reference, SPEEDPLUS.md section 9).
+
+    Experiments build it from their ``model.i2s`` section (:class:`speedpose.pose.config.I2SConfig`) with
+    :meth:`~speedpose.pose.config.I2SConfig.to_head_spec`.
 
     Attributes:
         lmax: maximum degree of the output (6 -> 455 coefficients).
@@ -68,7 +71,7 @@ class I2SConfig:
         ]
         for ok, what in checks:
             if not ok:
-                raise ConfigError(f"I2SConfig: expected {what}, got {self}")
+                raise ConfigError(f"I2SHeadSpec: expected {what}, got {self}")
 
     def to_dict(self) -> dict:
         """Plain-data form (for saving next to a run)."""
@@ -88,12 +91,12 @@ class I2SHead(nn.Module):
 
     Args:
         in_channels: C of the encoder feature map.
-        config: :class:`I2SConfig`.
+        config: :class:`I2SHeadSpec`.
     """
 
-    def __init__(self, in_channels: int, config: I2SConfig | None = None):
+    def __init__(self, in_channels: int, config: I2SHeadSpec | None = None):
         super().__init__()
-        cfg = config or I2SConfig()
+        cfg = config or I2SHeadSpec()
         self.config, self.in_channels = cfg, in_channels
         self.lmax = cfg.lmax
         self.n_coeffs = n_so3_coeffs(cfg.lmax)

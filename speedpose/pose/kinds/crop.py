@@ -1,0 +1,227 @@
+"""The ``crop`` model kind (the pipeline): find the spacecraft, crop it through a virtual camera, then the rotation
+from I2S and the translation from geometry.
+
+* Networks: a :class:`~speedpose.pose.localiser.Localiser` on the downscaled full frame and a
+  :class:`~speedpose.pose.model.PoseNet` on the crops (the rotation in the virtual camera, the translation encoded
+  as ``(du, dv, log(z / z0))`` by :mod:`speedpose.pose.crops`, and optionally the keypoint heatmaps).
+* Training samples: :class:`~speedpose.pose.dataset.CropSamples` warped from the frames, or
+  :class:`~speedpose.pose.dataset.CropSetSamples` of a rendered crop set (``data.crop_set``).
+* Loss: rotation + translation + localisation (+ keypoints), weighted by ``loss:``.
+* Inference: :func:`localise_and_crop`, the crop network, the rotation mode and the decoded translation mapped back
+  to the real camera; ``model.pose_solver`` may take the translation (and the pose) from the keypoints, and
+  ``model.refine_passes`` crops again around the keypoint box of the pose just predicted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from speedpose.data.crop_set import CropSet
+from speedpose.data.image_store import resize_gray
+from speedpose.pose.augment import Photometric
+from speedpose.pose.config import AugmentConfig, LossConfig, ModelConfig, SpeedplusExperiment
+from speedpose.pose.crops import CropSpec, crop_camera, crop_source, decode_translation, refined_boxes
+from speedpose.pose.dataset import CropSampling, CropSamples, CropSetSamples
+from speedpose.pose.inference import predict_split
+from speedpose.pose.keypoints import keypoint_loss, solve_pose_with_keypoints
+from speedpose.pose.kinds.base import BatchPoses, ModelKind, NetworkInputs
+from speedpose.pose.localiser import Localiser, boxes_to_full, decode_boxes, localisation_loss, make_targets
+from speedpose.pose.metrics import pose_metrics
+from speedpose.pose.model import PoseModel, build_pose_net, rotation_loss, unwrap
+from speedpose.pose.orientation import rotation_mode
+
+
+@dataclass(frozen=True)
+class CropInference:
+    """What inference of the crop kind needs besides the weights.
+
+    Attributes:
+        spec: the crops' size and margin (``data.crop_size``, ``data.crop_margin``).
+        loc_size: (W, H) of the localiser's input [px] (``data.loc_size``).
+        infer_level: finest HEALPix level of the rotation mode search (``model.i2s.infer_level``).
+        refine_passes: crops again around the keypoint box of the pose just predicted (``model.refine_passes``).
+        pose_solver: ``i2s``, ``kp_translation`` or ``fused`` (``model.pose_solver``; the keypoint solvers need the
+            keypoint head).
+        kp_min_confidence: keypoints below this confidence are not used (``model.keypoints.min_confidence``).
+    """
+
+    spec: CropSpec
+    loc_size: tuple[int, int]
+    infer_level: int
+    refine_passes: int = 0
+    pose_solver: Literal["i2s", "kp_translation", "fused"] = "i2s"
+    kp_min_confidence: float = 0.3
+
+
+def localise_and_crop(model: PoseModel, split, indices, spec: CropSpec, loc_size: tuple[int, int],
+                      device: torch.device, in_plane_rad: float = 0.0, boxes_xyxy: np.ndarray | None = None,
+                      source_cache: dict | None = None) -> NetworkInputs:
+    """The first half of the inference chain of a crop model: the localiser on the frames of records ``indices`` of
+    a :class:`~speedpose.data.loader.PreprocessedSplit` resized to ``loc_size`` (W, H), boxes from its heatmap
+    peaks, and a crop of ``spec`` per box through a virtual camera (rotated in-plane by ``in_plane_rad``), warped
+    from the cheapest source image with enough resolution.
+
+    No ``torch.no_grad`` here: the caller decides (inference wraps it, refinement differentiates ``loc_out``); the
+    boxes are always detached.
+
+    Args:
+        boxes_xyxy: (B, 4) boxes [full-resolution px] to crop instead of running the localiser.
+        source_cache: filled with (and read for) each record's source image, to reuse it across calls that differ
+            only in ``in_plane_rad`` (the angle does not change which source image a crop needs).
+    """
+    if model.localiser is None:
+        raise ValueError("localise_and_crop needs a crop model (with a localiser), got a model without one")
+    indices = np.asarray(indices, dtype=np.int64)
+    cam = split.camera
+    loc_out = None
+    if boxes_xyxy is None:
+        loc = np.stack([resize_gray(split.image(int(i)), loc_size) for i in indices])[:, None]
+        loc_out = model.localiser(torch.from_numpy(loc).to(device))
+        boxes, _, score = decode_boxes(loc_out, model.localiser.stride)
+        boxes_xyxy = boxes_to_full(boxes.detach().cpu().numpy().astype(np.float64), loc_size,
+                                   (cam.width, cam.height))
+        loc_score = score.detach().cpu().numpy()
+    else:
+        boxes_xyxy = np.asarray(boxes_xyxy, dtype=np.float64)
+        loc_score = np.full(len(indices), np.nan)
+    cameras, crops = [], []
+    for i, box in zip(indices.tolist(), boxes_xyxy):
+        vc = crop_camera(cam, box, spec, in_plane_rad)
+        if source_cache is not None and i in source_cache:
+            source = source_cache[i]
+        else:
+            source = crop_source(split, i, vc)
+            if source_cache is not None:
+                source_cache[i] = source
+        cameras.append(vc)
+        crops.append(vc.warp(*source))
+    R_cam_virt = np.stack([vc.R_cam_virt for vc in cameras])
+    return NetworkInputs(np.stack(crops), R_cam_virt, boxes_xyxy, loc_score, loc_out, cameras)
+
+
+@dataclass(frozen=True)
+class CropKind(ModelKind):
+    """The crop kind (module docstring) with its settings.
+
+    Attributes:
+        networks: the ``model:`` section (encoder, heads, localiser).
+        sampling: how training samples are made.
+        inference: what inference needs.
+        weights: the ``loss:`` weights.
+        crop_set: ``data.crop_set`` (a path, relative ones resolved by :func:`speedpose.pose.task.resolve_crop_set`)
+            or None.
+    """
+
+    name: ClassVar[str] = "crop"
+
+    networks: ModelConfig
+    sampling: CropSampling
+    inference: CropInference
+    weights: LossConfig
+    crop_set: str | None = None
+
+    @classmethod
+    def from_experiment(cls, cfg: SpeedplusExperiment) -> CropKind:
+        d, m = cfg.data, cfg.model
+        spec = CropSpec(d.crop_size, d.crop_margin)
+        loc_size = (int(d.loc_size[0]), int(d.loc_size[1]))
+        return cls(networks=m, sampling=CropSampling(spec, loc_size, d.loc_fraction, cfg.augment),
+                   inference=CropInference(spec, loc_size, m.i2s.infer_level, m.refine_passes, m.pose_solver,
+                                           m.keypoints.min_confidence),
+                   weights=cfg.loss, crop_set=d.crop_set or None)
+
+    @property
+    def infer_level(self) -> int:
+        return self.inference.infer_level
+
+    @property
+    def augment(self) -> AugmentConfig:
+        return self.sampling.augment
+
+    def photometric(self) -> Photometric:
+        return self.sampling.photometric()
+
+    # ------------------------------------------------------------------------------------------- training
+    def build_model(self) -> PoseModel:
+        lc = self.networks.localiser
+        localiser = Localiser(lc.width, lc.stride, lc.backbone, lc.pretrained)  # first: the seeded initialisation
+        return PoseModel(build_pose_net(self.networks, self.inference.spec.size), localiser, input_key="crop")
+
+    def samples(self, split, indices: np.ndarray, train: bool) -> CropSamples:
+        return CropSamples(split, indices, self.sampling, train)
+
+    def training_set(self, frames, frame_indices: np.ndarray, crop_set: CropSet | None = None,
+                     crop_indices: np.ndarray | None = None) -> Dataset:
+        """Crops of the crop set (when given; the localiser's samples from ``frames``), or crops of ``frames``."""
+        if crop_set is not None:
+            return CropSetSamples(crop_set, crop_indices, frames, frame_indices, self.sampling)
+        return self.samples(frames, frame_indices, train=True)
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Rotation (in the crop's virtual camera) + encoded translation + localisation (+ keypoints)."""
+        out = model(batch)
+        core = unwrap(model)
+        w = self.weights
+        l_rot = rotation_loss(core.net.head.grid, out["coeffs"], batch["R_virt"], w.rotation_target)
+        l_t = F.smooth_l1_loss(out["t"].float(), batch["t_enc"], beta=0.05)
+        if "heatmap_logits" in out:
+            grid = out["heatmap_logits"].shape[-2:]
+            targets = make_targets(batch["loc_box_clipped"], batch["loc_box_unclipped"], tuple(grid),
+                                   core.localiser.stride)
+            l_loc = localisation_loss(out, targets)
+        else:  # no localiser sample in this batch: a zero that still reaches every parameter (DDP)
+            l_loc = sum(p.sum() for p in core.localiser.parameters()) * 0.0
+        loss = w.rotation * l_rot + w.translation * l_t + w.localisation * l_loc
+        logs = {"rot": l_rot.detach(), "trans": l_t.detach(), "loc": l_loc.detach()}
+        if "kp_logits" in out:
+            l_kp, l_vis = keypoint_loss(out, batch["kp_crop"], batch["kp_visible"], self.networks.keypoints.sigma_px)
+            loss = loss + w.keypoints * (l_kp + 0.1 * l_vis)
+            logs.update(kp=l_kp.detach(), kp_vis=l_vis.detach())
+        return {"loss": loss, **logs}
+
+    # ------------------------------------------------------------------------------------------- inference
+    def network_inputs(self, model: PoseModel, split, indices: np.ndarray, device: torch.device,
+                       in_plane_rad: float = 0.0, boxes_xyxy: np.ndarray | None = None,
+                       cache: dict | None = None) -> NetworkInputs:
+        """:func:`localise_and_crop` (``cache``: the records' source images)."""
+        return localise_and_crop(model, split, indices, self.inference.spec, self.inference.loc_size, device,
+                                 in_plane_rad, boxes_xyxy, cache)
+
+    @torch.no_grad()
+    def predict_batch(self, model: PoseModel, split, indices: np.ndarray, device: torch.device,
+                      boxes_xyxy: np.ndarray | None = None) -> BatchPoses:
+        """The chain of the module docstring; ``box_xyxy`` and ``loc_score`` stay those of the first crop."""
+        inf = self.inference
+        inp = self.network_inputs(model, split, indices, device, boxes_xyxy=boxes_xyxy)
+        loc_box, loc_score = inp.box_xyxy, inp.loc_score
+        for p in range(1 + inf.refine_passes):
+            if p:  # crop again around the keypoint box of the previous pass's pose
+                inp = self.network_inputs(model, split, indices, device,
+                                          boxes_xyxy=refined_boxes(split.camera, R, r, inp.box_xyxy))
+            net_out = model.net_outputs(inp.images_u8, device)
+            R_virt, conf = rotation_mode(model.net.head, net_out["coeffs"], inf.infer_level)
+            R_virt = R_virt.double().cpu().numpy()
+            t = net_out["t"].double().cpu().numpy()
+            r = np.stack([decode_translation(vc, tk, inf.spec) for vc, tk in zip(inp.cameras, t)])
+            branch = np.full(len(indices), "i2s", dtype="<U14")
+            if inf.pose_solver != "i2s" and "kp_logits" in net_out:
+                R_virt, r, branch = solve_pose_with_keypoints(net_out, R_virt, r, inp.cameras, inf.pose_solver,
+                                                              inf.kp_min_confidence)
+            R = inp.R_cam_virt @ R_virt
+        return BatchPoses(R, r, conf.float().cpu().numpy(), loc_box, loc_score, inp.R_cam_virt, branch,
+                          net_out["coeffs"])
+
+    def validation_metrics(self, model: PoseModel, split, indices: np.ndarray, device: torch.device,
+                           batch_size: int) -> dict[str, float]:
+        """The crop network alone, on crops of the true keypoint boxes: ``e_r_median_deg_truebox``,
+        ``acc@10_truebox``, ``e_t_median_m_truebox``."""
+        true_box = predict_split(model, split, indices, self, device, batch_size=batch_size,
+                                 boxes_xyxy=split.kp_box(clipped=False)[indices])
+        m = pose_metrics(true_box, split, thresholds=False)
+        return {f"{k}_truebox": m[k] for k in ("e_r_median_deg", "acc@10", "e_t_median_m")}
