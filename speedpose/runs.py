@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from torch import nn
 
 from speedpose.config import RESOLVED_NAME, ExperimentConfig, Override, config_hash, load_config
 from speedpose.errors import InputError
 from speedpose.training import BEST_NAME, LAST_NAME, load_checkpoint, select_checkpoint
+
+if TYPE_CHECKING:
+    from speedpose.pose.kinds.base import ModelKind
 
 
 @dataclass
@@ -40,7 +43,7 @@ class LoadedRun:
     checkpoint: Path
     step: int | None
     config_hash: str
-    kind: Any = None
+    kind: ModelKind | None = None
 
 
 def read_run_config(run_dir: str | Path, overrides: Iterable[Override] = ()) -> ExperimentConfig:
@@ -78,8 +81,8 @@ def _benchmark_model(cfg: Any) -> tuple[nn.Module, None]:
     return build_model(cfg, pretrained=False), None
 
 
-#: how the model (and, for SPEED+, its kind) of each experiment is built before its weights are loaded (never with a download of pretrained
-#: weights: the checkpoint holds them all)
+#: how the model (and, for SPEED+, its kind) of each experiment is built before its weights are loaded (never
+#: with a download of pretrained weights: the checkpoint holds them all)
 MODEL_BUILDERS: dict[str, Callable[[Any], tuple[nn.Module, Any]]] = {
     "speedplus": _pose_model, "modelnet10": _benchmark_model, "pascal3d": _benchmark_model}
 
@@ -108,4 +111,5 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", *, task: str | None 
     ckpt = load_checkpoint(path, model)
     model.eval()
     step = ckpt.get("global_step")
-    return LoadedRun(run_dir, cfg, model, path, int(step) if step is not None else None, config_hash(cfg), kind)
+    step = int(step) if step is not None else None
+    return LoadedRun(run_dir, cfg, model, path, step, config_hash(cfg), kind)

@@ -71,3 +71,14 @@ def test_fullimage_translation_round_trip():
     r = np.array([[0.0, 0.0, 6.0], [0.3, -0.2, 9.0]])
     np.testing.assert_allclose(normalise_translation(r), [[0.0, 0.0, 0.0], [0.3, -0.2, 1.0]])
     np.testing.assert_allclose(denormalise_translation(normalise_translation(r)), r, atol=1e-12)
+
+
+def test_model_kind_is_validated_against_the_registry(monkeypatch):
+    """model.kind accepts exactly the registry's names: a kind added to KINDS needs no other list."""
+    from speedpose.errors import ConfigError
+    from speedpose.pose import kinds
+
+    with pytest.raises(ConfigError, match="expected one of crop, fullimage, got 'cropp'"):
+        _cfg("model.kind=cropp")
+    monkeypatch.setitem(kinds.KINDS, "crop2", "speedpose.pose.kinds.crop:CropKind")
+    assert _cfg("model.kind=crop2").model.kind == "crop2"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal, Optional, Union
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from speedpose.config import ConfigModel, ExperimentConfig
 
@@ -95,8 +95,17 @@ class KeypointConfig(ConfigModel):
 class ModelConfig(ConfigModel):
     """The pose model (``model:``)."""
 
-    kind: Literal["crop", "fullimage"] = Field("crop", description="crop: localise, crop, I2S + geometric "
-                                               "translation | fullimage: the seed's whole-image baseline")
+    @field_validator("kind")
+    @classmethod
+    def _registered_kind(cls, v: str) -> str:
+        from speedpose.pose.kinds import KINDS  # the registry is the one list of kinds
+
+        if v not in KINDS:
+            raise ValueError(f"expected one of {', '.join(sorted(KINDS))}, got {v!r}")
+        return v
+
+    kind: str = Field("crop", description="a name of the model-kind registry (speedpose.pose.kinds.KINDS): crop: "
+                      "localise, crop, I2S + geometric translation | fullimage: the seed's whole-image baseline")
     encoder: Literal["resnet18", "resnet34", "resnet50", "resnet101", "tf_efficientnet_lite0"] = Field(
         "resnet18", description="image encoder of the crop model (without classifier): a torchvision ResNet or "
         "timm's tf_efficientnet_lite0 (the TF-padded EfficientNet-Lite0, whose ImageNet weights ship in the "

@@ -6,8 +6,8 @@ its loss and predicts a batch of records; its settings are explicit values taken
 the kind object it returns.
 
 Registry (torchvision-style: :func:`get_kind`, :func:`list_kinds`): name -> ``module:class``, imported when first
-asked for.  A new kind is a module with a ``ModelKind`` subclass, one line in :data:`KINDS`, and its name among the
-choices of ``model.kind`` in :class:`speedpose.pose.config.ModelConfig`.
+asked for.  A new kind is a module with a ``ModelKind`` subclass and one line in :data:`KINDS` (``model.kind`` is
+validated against this table).
 
 * ``crop`` (:mod:`speedpose.pose.kinds.crop`): localise, crop through a virtual camera, I2S + geometric translation.
 * ``fullimage`` (:mod:`speedpose.pose.kinds.fullimage`): the seed's whole-image baseline.
