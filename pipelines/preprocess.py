@@ -46,20 +46,7 @@ def parse_domains(text: str | None) -> tuple[str, ...] | None:
 def run(root: str | Path, *, out: str | Path | None = None, domains: tuple[str, ...] | None = None,
         size: tuple[int, int] = DEFAULT_SIZE, workers: int | None = None, skip_bad: bool = False,
         force: bool = False, progress: bool = True) -> list[SplitSummary]:
-    """Preprocess the splits of ``domains`` (default: every domain with a label file) under the SPEED+ ``root``.
-
-    Args:
-        root: SPEED+ root (holds camera.json).
-        out: output folder (default :func:`speedpose.data.loader.default_prep_dir`, in the user's cache).
-        domains: subset of synthetic, lightbox, sunlamp; a domain named here must have a label file.
-        size: (W, H) of the stored images [px].
-        workers: processes decoding images (default: the usable CPU cores).
-        skip_bad: leave bad records out and list them in ``rejects.csv`` instead of stopping.
-        force: recompute everything.
-        progress: show tqdm bars.
-    Raises:
-        InputError: bad input (names the file, record index and problem); nothing of the failing split is left.
-    """
+    """The stage: :func:`speedpose.data.preprocess.preprocess_speedplus` (its arguments, results and errors)."""
     return preprocess_speedplus(root, out=out, domains=domains, size=size, workers=workers, skip_bad=skip_bad,
                                 force=force, progress=progress)
 
