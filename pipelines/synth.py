@@ -32,8 +32,9 @@ from tqdm import tqdm
 
 from speedpose.camera import Camera, speedplus_camera
 from speedpose.errors import InputError
-from speedpose.io_utils import atomic_path, atomic_write_json, read_json, sha256_file
+from speedpose.io_utils import atomic_path, atomic_write_json, sha256_file
 from speedpose.labels import PoseLabel, label_file, read_labels, write_labels
+from speedpose.resumable import claim_output_folder
 from speedpose.tango import keypoint_box, project_keypoints
 
 MANIFEST = ".speedpose-synth.json"
@@ -127,21 +128,9 @@ def _params(train, val, lightbox, sunlamp, seed, poses) -> dict:
 
 
 def _claim(out: Path, params: dict) -> bool:
-    """Check that ``out`` is empty or this stage's output with the same parameters; returns True when complete."""
-    if out.exists() and not out.is_dir():
-        raise InputError("output path exists and is not a folder", out)
-    if not out.exists() or not any(out.iterdir()):
-        return False
-    manifest = out / MANIFEST
-    if not manifest.is_file():
-        raise InputError("refusing to write into a non-empty folder that is not a `speedpose synth` output "
-                         "(choose an empty or new folder)", out)
-    data = read_json(manifest)
-    if not isinstance(data, dict) or data.get("params") != params:
-        old = data.get("params") if isinstance(data, dict) else None
-        raise InputError(f"folder holds a `speedpose synth` output made with other parameters ({old}); "
-                         f"requested {params}: choose another folder", out)
-    return bool(data.get("complete"))
+    """``out`` is empty or this stage's output with the same parameters; True when complete."""
+    return claim_output_folder(out, MANIFEST, params, what="a `speedpose synth` output",
+                               another="choose an empty or new folder")
 
 
 # ------------------------------------------------------------------------------------------------ workers

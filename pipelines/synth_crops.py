@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from speedpose.data.crop_set import CROP_SET_FORMAT, MANIFEST, chunk_done, write_chunk
 from speedpose.errors import InputError
-from speedpose.io_utils import atomic_write_json, read_json
+from speedpose.io_utils import atomic_write_json
+from speedpose.resumable import claim_output_folder
 
 CHUNK_SIZE = 500
 
@@ -96,20 +97,9 @@ def _render_chunk(args: tuple[dict, int, int, int]) -> tuple[int, int, float]:
 
 
 def _claim(out: Path, params: dict) -> bool:
-    """Check that ``out`` is new or this stage's output with the same parameters; True when complete."""
-    if out.exists() and not out.is_dir():
-        raise InputError("crop set path exists and is not a folder", out)
-    if not out.exists() or not any(out.iterdir()):
-        return False
-    manifest = out / MANIFEST
-    if not manifest.is_file():
-        raise InputError("refusing to write a crop set into a non-empty folder that is not one", out)
-    data = read_json(manifest)
-    old = data.get("params") if isinstance(data, dict) else None
-    if old != params:
-        raise InputError(f"folder holds a crop set made with other parameters ({old}); requested {params}: choose "
-                         "another folder (--crops-out) or delete it", out)
-    return bool(data.get("complete"))
+    """``out`` is new or this stage's output with the same parameters; True when complete."""
+    return claim_output_folder(out, MANIFEST, params, what="a crop set",
+                               another="choose another folder (--crops-out) or delete it")
 
 
 def run(out: Path, params: CropSetParams, *, workers: int = 0, progress: bool = True) -> dict:

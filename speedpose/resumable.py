@@ -17,7 +17,8 @@ evaluation, adaptation):
   (:func:`speedpose.io_utils.atomic_path`), so neither a reader nor a resumed run ever sees half a chunk.
 
 :class:`ChunkFiles` reads and writes the chunk files; :func:`resumable_chunks` opens both; :func:`compute_chunks`
-is the usual loop (load the finished chunks, compute and save the others).
+is the usual loop (load the finished chunks, compute and save the others).  :func:`claim_output_folder` is the rule
+of the stages that write a whole dataset with a manifest (``synth``, the crop sets): same parameters or refuse.
 """
 
 from __future__ import annotations
@@ -93,6 +94,32 @@ def open_keyed(folder: str | Path, key: Mapping[str, Any], *, on_mismatch: OnMis
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(key_file, wanted)
     return False
+
+
+def claim_output_folder(out: str | Path, manifest_name: str, params: Mapping[str, Any], *, what: str,
+                        another: str = "choose another folder") -> bool:
+    """Make sure ``out`` may receive the output ``what`` made with ``params``: absent, empty, or a folder whose
+    manifest (``out/manifest_name``, a JSON dict with ``params`` and ``complete``) records the same parameters.
+    Returns True when that output is already complete (a re-run has nothing to do).
+
+    Raises:
+        InputError: ``out`` is a file, a non-empty folder without the manifest, or ``what`` made with other
+            parameters (the message shows both and says ``another``).
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError("output path exists and is not a folder", out)
+    if not out.exists() or not any(out.iterdir()):
+        return False
+    manifest = out / manifest_name
+    if not manifest.is_file():
+        raise InputError(f"refusing to write into a non-empty folder that is not {what} ({another})", out)
+    data = read_json(manifest)
+    old = data.get("params") if isinstance(data, dict) else None
+    if old != _as_json(params):
+        raise InputError(f"folder holds {what} made with other parameters ({old}); requested {dict(params)}: "
+                         f"{another}", out)
+    return bool(data.get("complete"))
 
 
 class ChunkFiles:

@@ -189,3 +189,29 @@ def test_file_patterns_and_json_chunks(tmp_path):
     assert js.load_json(1) is None and not js.path(1).exists()
     js.discard()
     assert not (tmp_path / "w").exists()
+
+
+def test_claim_output_folder(tmp_path):
+    """A stage's whole-dataset folder: new/empty -> go; same parameters -> go (complete or not); anything else is
+    refused, naming the folder."""
+    from speedpose.io_utils import atomic_write_json
+    from speedpose.resumable import claim_output_folder
+
+    out = tmp_path / "set"
+    params = {"n": 3, "size": [96, 96]}
+    assert claim_output_folder(out, "manifest.json", params, what="a crop set") is False  # absent
+    out.mkdir()
+    assert claim_output_folder(out, "manifest.json", params, what="a crop set") is False  # empty
+    atomic_write_json(out / "manifest.json", {"params": params, "complete": False})
+    assert claim_output_folder(out, "manifest.json", {"n": 3, "size": (96, 96)}, what="a crop set") is False
+    atomic_write_json(out / "manifest.json", {"params": params, "complete": True})
+    assert claim_output_folder(out, "manifest.json", params, what="a crop set") is True
+    with pytest.raises(InputError, match=r"a crop set made with other parameters .*'n': 4.*: delete it"):
+        claim_output_folder(out, "manifest.json", {"n": 4, "size": [96, 96]}, what="a crop set", another="delete it")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "x.txt").write_text("x")
+    with pytest.raises(InputError, match="non-empty folder that is not a crop set"):
+        claim_output_folder(other, "manifest.json", params, what="a crop set")
+    with pytest.raises(InputError, match="exists and is not a folder"):
+        claim_output_folder(other / "x.txt", "manifest.json", params, what="a crop set")
