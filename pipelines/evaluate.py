@@ -64,7 +64,7 @@ def run(run_dir: Path, root: Path, domain: str, *, split: str | None = None, che
         progress: bool = True) -> dict:
     """Evaluate ``run_dir`` on ``domain`` (see the module docstring); returns the content of report.json."""
     from speedpose.report import (breakdowns, error_histograms, errors_vs_distance, per_image_table, pose_overlay,
-                                  summarise, write_png, write_report_html)
+                                  reliability, reliability_diagram, summarise, write_png, write_report_html)
     from speedpose.viz.so3_plot import plot_so3_distribution
 
     if domain not in DOMAINS:
@@ -116,6 +116,11 @@ def run(run_dir: Path, root: Path, domain: str, *, split: str | None = None, che
                     .relative_to(out)), "rotation and translation errors"),
                (str(errors_vs_distance(df, figs / "errors_vs_distance.png", f"{domain}/{split}")
                     .relative_to(out)), "errors versus the true distance (red triangles: truncated spacecraft)")]
+    calibration = reliability(df)
+    if calibration:
+        figures.append((str(reliability_diagram(calibration, figs / "reliability.png").relative_to(out)),
+                        "reliability: observed accuracy against the predicted rotation confidence (calibrated "
+                        "for Acc@15 on the diagonal)"))
     worst, best = select_examples(df, n_examples)
     examples = {"worst": [], "best": []}
     for kind, rows in (("worst", worst), ("best", best)):
@@ -155,6 +160,7 @@ def run(run_dir: Path, root: Path, domain: str, *, split: str | None = None, che
         "device": str(dev), "batch_size": bs,
         "metrics": summarise(df), "spec2021": official.to_dict(), "breakdowns": breakdowns(df),
         "by_branch": {str(b): summarise(g) for b, g in df.groupby("branch")},
+        "reliability": calibration,
         "files": {"per_image": "per_image.csv", "predictions": "predictions.json", "html": "report.html",
                   "figures": [f for f, _ in figures], "worst": [f for f, _ in examples["worst"]],
                   "best": [f for f, _ in examples["best"]], "distributions": [f for f, _ in dists]},

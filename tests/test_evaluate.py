@@ -47,6 +47,8 @@ def test_report_fields_and_files(lightbox_report, smoke_run, tiny_prepared):
               "e_r_median_deg", "acc@2", "acc@5", "acc@10", "loc_iou", "count"):
         assert k in on_disk["metrics"], k
     assert set(on_disk["breakdowns"]) == {"distance", "truncation"}
+    assert sum(b["count"] for b in on_disk["reliability"]["bins"]) == on_disk["metrics"]["count"]
+    assert "figures/reliability.png" in on_disk["files"]["figures"]
     for rel in on_disk["files"]["figures"] + on_disk["files"]["worst"] + on_disk["files"]["best"] + \
             on_disk["files"]["distributions"]:
         assert (out / rel).is_file() and (out / rel).stat().st_size > 1000, rel
@@ -164,6 +166,24 @@ def test_report_and_validation_summarise_with_one_rule():
     on = summarise(df)
     assert (on["acc@2"], on["acc@5"], on["acc@10"], on["acc@30"]) == (pytest.approx(1 / 3), pytest.approx(1 / 3),
                                                                       pytest.approx(2 / 3), 1.0)
+
+
+def test_reliability_bins_confidence_against_observed_accuracy(tmp_path):
+    """Equal-count bins sorted by confidence; observed Acc@k per bin (inclusive); the ECE against Acc@15."""
+    from speedpose.report import reliability, reliability_diagram
+
+    df = pd.DataFrame({"confidence": [0.9, 0.1, 0.8, 0.2, 0.95, 0.05],
+                       "e_r_deg": [1.0, 90.0, 15.0, 40.0, 5.0, 120.0]})
+    t = reliability(df, n_bins=3)
+    assert [b["count"] for b in t["bins"]] == [2, 2, 2]
+    low, mid, high = t["bins"]
+    assert (low["lo"], low["hi"]) == (0.05, 0.1) and low["acc@15"] == 0.0
+    assert mid["mean_confidence"] == pytest.approx(0.5) and mid["acc@15"] == 0.5  # 15.0 deg counts (inclusive)
+    assert high["acc@2"] == 0.5 and high["acc@5"] == 1.0 and high["mean_confidence"] == pytest.approx(0.925)
+    assert t["ece"] == pytest.approx((2 * 0.075 + 2 * 0.0 + 2 * 0.075) / 6)
+    assert reliability(df.drop(columns="confidence")) == {}
+    f = reliability_diagram(t, tmp_path / "r.png")
+    assert f.is_file() and f.stat().st_size > 1000
 
 
 def test_breakdowns_split_by_distance_and_truncation():

@@ -1,7 +1,9 @@
 """Figures of the evaluation report (matplotlib, Agg backend, PNG written atomically).
 
 * :func:`error_histograms`: E_R [deg] and E_T [m] over a domain's images;
-* :func:`errors_vs_distance`: both errors against the true distance, truncated images marked.
+* :func:`errors_vs_distance`: both errors against the true distance, truncated images marked;
+* :func:`reliability_diagram`: observed Acc@k against the predicted rotation confidence
+  (:func:`speedpose.report.tables.reliability`).
 
 SO(3) distribution plots are :func:`speedpose.viz.so3_plot.plot_so3_distribution`.
 """
@@ -58,4 +60,26 @@ def errors_vs_distance(df: pd.DataFrame, path: str | Path, title: str = "") -> P
         ax.set_ylabel(label)
         ax.legend(loc="upper left", fontsize=8)
     fig.suptitle(title or "errors versus distance", fontsize=10)
+    return _save(fig, path)
+
+
+def reliability_diagram(table: dict, path: str | Path, title: str = "") -> Path:
+    """Observed Acc@2/5/10/15 per confidence bin against the bin's mean confidence (``table``:
+    :func:`speedpose.report.tables.reliability`); the diagonal is perfect calibration for Acc@15, the radius the
+    confidence measures.  Returns ``path``."""
+    fig, ax = plt.subplots(figsize=(4.6, 3.6))
+    bins = table.get("bins", [])
+    x = [b["mean_confidence"] for b in bins]
+    keys = sorted((k for k in (bins[0] if bins else {}) if k.startswith("acc@")), key=lambda k: float(k[4:]))
+    for k, color in zip(keys, ("#cc3311", "#ee7733", "#009988", "#4477aa")):
+        ax.plot(x, [b[k] for b in bins], "o-", color=color, label=f"Acc@{k[4:]} deg observed")
+    ax.plot([0, 1], [0, 1], color="gray", lw=1, ls="--", label="calibrated (Acc@15)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel(f"predicted confidence (mass within {table.get('radius_deg', 15):g} deg of the mode)")
+    ax.set_ylabel("fraction of images")
+    ax.legend(loc="upper left", fontsize=7)
+    ece = table.get("ece")
+    fig.suptitle(title or (f"reliability, {len(bins)} bins" + (f", ECE {ece:.3f}" if ece is not None else "")),
+                 fontsize=10)
     return _save(fig, path)

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from speedpose.scoring import box_iou, per_image_scores, summarise_pose_errors
+from speedpose.scoring import box_iou, fraction_within_deg, per_image_scores, summarise_pose_errors
 
 #: distance bins [m] of the breakdown (SPEED+ distances span about 2.2 to 10 m)
 DISTANCE_BINS_M = (0.0, 4.0, 6.0, 8.0, math.inf)
@@ -106,3 +106,34 @@ def breakdowns(df: pd.DataFrame, bins=DISTANCE_BINS_M) -> dict[str, dict[str, di
             if len(part):
                 out["truncation"][name] = summarise(part)
     return out
+
+
+#: the rotation-error thresholds [deg] of the reliability table; the confidence is the mass within
+#: :data:`CONFIDENCE_RADIUS_DEG` of the mode, so its calibration is judged against that radius
+RELIABILITY_THRESHOLDS_DEG = (2.0, 5.0, 10.0, 15.0)
+CONFIDENCE_RADIUS_DEG = 15.0
+
+
+def reliability(df: pd.DataFrame, n_bins: int = 5) -> dict:
+    """How well the rotation confidence predicts accuracy: images sorted by ``confidence`` into ``n_bins`` bins of
+    (nearly) equal count; per bin the confidence range and mean, the count, and the observed Acc@k for each k of
+    :data:`RELIABILITY_THRESHOLDS_DEG` (inclusive rule, :func:`speedpose.scoring.fraction_within_deg`).
+
+    Returns:
+        ``{"radius_deg": 15, "bins": [{"lo", "hi", "mean_confidence", "count", "acc@2", ...}],
+        "ece": expected calibration error of the confidence against Acc@15 (count-weighted mean of
+        |mean confidence - Acc@15| over the bins)}``; ``{}`` when the table has no ``confidence`` or no row.
+    """
+    if "confidence" not in df or len(df) == 0:
+        return {}
+    conf = df["confidence"].to_numpy(np.float64)
+    err = df["e_r_deg"].to_numpy(np.float64)
+    order = np.argsort(conf, kind="stable")
+    bins, ece = [], 0.0
+    for part in np.array_split(order, min(n_bins, len(order))):
+        c, e = conf[part], err[part]
+        row = {"lo": float(c.min()), "hi": float(c.max()), "mean_confidence": float(c.mean()), "count": len(part)}
+        row.update({f"acc@{t:g}": fraction_within_deg(e, t) for t in RELIABILITY_THRESHOLDS_DEG})
+        ece += len(part) * abs(row["mean_confidence"] - row[f"acc@{CONFIDENCE_RADIUS_DEG:g}"])
+        bins.append(row)
+    return {"radius_deg": CONFIDENCE_RADIUS_DEG, "bins": bins, "ece": ece / len(order)}
