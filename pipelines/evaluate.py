@@ -63,8 +63,9 @@ def run(run_dir: Path, root: Path, domain: str, *, split: str | None = None, che
         batch_size: int | None = None, n_examples: int = 6, n_distributions: int = 4,
         progress: bool = True) -> dict:
     """Evaluate ``run_dir`` on ``domain`` (see the module docstring); returns the content of report.json."""
-    from speedpose.report import (breakdowns, error_histograms, errors_vs_distance, per_image_table, pose_overlay,
-                                  reliability, reliability_diagram, summarise, write_png, write_report_html)
+    from speedpose.report import (breakdowns, error_histograms, errors_vs_distance, keypoint_errors, per_image_table,
+                                  pose_overlay, reliability, reliability_diagram, summarise, write_png,
+                                  write_report_html)
     from speedpose.viz.so3_plot import plot_so3_distribution
 
     if domain not in DOMAINS:
@@ -100,6 +101,9 @@ def run(run_dir: Path, root: Path, domain: str, *, split: str | None = None, che
     df.insert(1, "index", idx)
     df["loc_score"] = pred.loc_score
     df["branch"] = pred.branch  # how the pose was obtained (model.pose_solver)
+    if pred.kp_uv is not None:  # a keypoint head: its error against the label's projected keypoints
+        df["kp_err_px"], df["kp_confident"] = keypoint_errors(pred.kp_uv, pred.kp_conf, data.camera, data.q_wxyz,
+                                                              data.r_cam_m, loaded.kind.inference.kp_min_confidence)
     finite = np.isfinite(pred.q_wxyz).all(axis=1) & np.isfinite(pred.r_cam_m).all(axis=1)
     if not finite.all():
         raise SpeedposeError(f"{int((~finite).sum())} non-finite prediction(s) in {domain}/{split}, e.g. "
@@ -128,8 +132,12 @@ def run(run_dir: Path, root: Path, domain: str, *, split: str | None = None, che
             r = df.iloc[k]
             text = (f"{r['filename']}  score {r['score']:.3f}  E_R {r['e_r_deg']:.1f} deg  E_T {r['e_t_m']:.2f} m\n"
                     f"|r| {r['distance_m']:.2f} m{'  truncated' if r.get('truncated') else ''}")
+            if pred.kp_uv is not None:
+                text += f"  keypoints {r['kp_err_px']:.1f} px ({int(r['kp_confident'])} confident)"
             img = pose_overlay(_frame(data, k), data.camera, pred.q_wxyz[k], pred.r_cam_m[k], data.q_wxyz[k],
-                               data.r_cam_m[k], pred.box_xyxy[k], text=text)
+                               data.r_cam_m[k], pred.box_xyxy[k], text=text,
+                               kp_pred_uv=None if pred.kp_uv is None else pred.kp_uv[k],
+                               kp_pred_conf=None if pred.kp_conf is None else pred.kp_conf[k])
             f = figs / f"{kind}_{rank:02d}_{Path(r['filename']).stem}.png"
             write_png(f, img)
             examples[kind].append((str(f.relative_to(out)), f"{kind} #{rank + 1}: {r['filename']}, score "

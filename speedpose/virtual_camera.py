@@ -114,9 +114,7 @@ class VirtualCamera:
     def source_pixels(self, camera: Camera) -> np.ndarray:
         """(height, width, 2) real (distorted) pixel seen by each virtual pixel."""
         u, v = np.meshgrid(np.arange(self.width, dtype=np.float64), np.arange(self.height, dtype=np.float64))
-        rays_v = np.stack([(u - self.K[0, 2]) / self.K[0, 0], (v - self.K[1, 2]) / self.K[1, 1], np.ones_like(u)], -1)
-        rays_c = rays_v @ self.R_cam_virt.T
-        return camera.normalized_to_pixels(rays_c[..., :2] / rays_c[..., 2:3], distort=True)
+        return self.virtual_to_real_pixels(camera, np.stack([u, v], axis=-1))
 
     def warp(self, image: np.ndarray, camera: Camera, antialias: bool = True,
              border_value: float = 0.0) -> np.ndarray:
@@ -149,6 +147,15 @@ class VirtualCamera:
         p = np.asarray(points_virt, dtype=np.float64)
         return np.stack([self.K[0, 0] * p[..., 0] / p[..., 2] + self.K[0, 2],
                          self.K[1, 1] * p[..., 1] / p[..., 2] + self.K[1, 2]], axis=-1)
+
+    def virtual_to_real_pixels(self, camera: Camera, uv: np.ndarray) -> np.ndarray:
+        """Map virtual pixels (..., 2) to real (distorted) pixels (..., 2) of ``camera`` (the inverse of
+        :meth:`real_to_virtual_pixels`)."""
+        uv = np.asarray(uv, dtype=np.float64)
+        rays_v = np.stack([(uv[..., 0] - self.K[0, 2]) / self.K[0, 0], (uv[..., 1] - self.K[1, 2]) / self.K[1, 1],
+                           np.ones(uv.shape[:-1])], axis=-1)
+        rays_c = rays_v @ self.R_cam_virt.T
+        return camera.normalized_to_pixels(rays_c[..., :2] / rays_c[..., 2:3], distort=True)
 
     def real_to_virtual_pixels(self, camera: Camera, uv: np.ndarray) -> np.ndarray:
         """Map real (distorted) pixels (..., 2) to virtual pixels (..., 2)."""

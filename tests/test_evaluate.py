@@ -289,3 +289,38 @@ def test_a_split_is_preprocessed_on_demand_once(tiny_standin, tmp_path, monkeypa
     again = open_or_preprocess(tiny_standin, "sunlamp", "test", progress=True)
     assert "not preprocessed yet" not in capsys.readouterr().out
     assert again.filenames == split.filenames and manifest.stat().st_mtime_ns == stamp
+
+
+def test_keypoint_errors_against_the_projected_label():
+    """The median distance of the confident keypoints to the label's projection; NaN without a confident one."""
+    from speedpose.camera import speedplus_camera
+    from speedpose.report import keypoint_errors
+
+    cam = speedplus_camera()
+    q = np.array([[1.0, 0, 0, 0], [0.0, 1, 0, 0]])
+    r = np.array([[0, 0, 5.0], [0.1, 0, 7.0]])
+    true_uv = project_keypoints(cam, q, r)
+    pred = true_uv.copy()
+    pred[0, :, 0] += 3.0  # every keypoint of image 0 three pixels off
+    pred[0, 0] += 500.0   # one far off, but not confident
+    conf = np.full((2, 11), 0.9)
+    conf[0, 0] = 0.1
+    conf[1] = 0.0
+    err, n = keypoint_errors(pred, conf, cam, q, r, min_confidence=0.3)
+    assert err[0] == pytest.approx(3.0) and np.isnan(err[1]) and list(n) == [10, 0]
+
+
+def test_overlay_draws_the_predicted_keypoints(tiny_prepared):
+    """A predicted keypoint is drawn in magenta at its pixel (the true one in green nearby)."""
+    from speedpose.report.overlays import COLOR_KEYPOINT, draw_keypoints
+
+    canvas = np.zeros((200, 300, 3), np.uint8)
+    pred = np.array([[100.0, 80.0]] + [[np.nan, np.nan]] * 10)
+    true = np.array([[120.0, 90.0]] + [[np.nan, np.nan]] * 10)
+    draw_keypoints(canvas, pred, np.array([1.0] + [0.0] * 10), true, thick=1)
+    def magenta(px):  # anti-aliased: COLOR_KEYPOINT's hue, most of its intensity
+        return px[0] > 0.8 * COLOR_KEYPOINT[0] and px[2] > 0.8 * COLOR_KEYPOINT[2] and px[1] < 40
+
+    assert magenta(canvas[80, 97]) and magenta(canvas[80, 109]) and magenta(canvas[72, 100])  # a 20 px cross
+    assert not magenta(canvas[80, 115])
+    assert canvas[90, 120].any() and not canvas[10, 10].any()

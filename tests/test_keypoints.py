@@ -5,6 +5,7 @@ fallback when too few keypoints are confident."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -126,3 +127,33 @@ def test_solver_falls_back_to_i2s_without_confident_keypoints():
     unsure = {"kp_logits": logits, "kp_vis_logits": torch.full((1, 11), -10.0)}
     R_out, r_out, branch = solve_pose_with_keypoints(unsure, R_virt[None], np.zeros((1, 3)), [vc], "fused", 0.3)
     assert branch[0] == "i2s" and (r_out == 0).all()
+
+
+def test_evaluate_reports_the_keypoints_of_a_keypoint_model(tiny_prepared, tmp_path, monkeypatch):
+    """A run with a keypoint head: predictions carry the keypoints in full-resolution pixels, per_image.csv their
+    error against the label (median over the confident ones) and the branch, the overlays draw them."""
+    from pipelines import evaluate as evaluate_stage
+    from pipelines import train as train_stage
+
+    root, prep = tiny_prepared
+    train_stage.run(root, "smoke", ["data.val_limit=2", "train.batch_size=2", "train.workers=0", "train.device=cpu",
+                                    "train.max_steps=2", f"data.prep_dir={prep}", "model.keypoints.enabled=true",
+                                    "model.pose_solver=fused", "model.keypoints.min_confidence=0.0"],
+                    out=tmp_path, name="kp", progress=False)
+    rep = evaluate_stage.run(tmp_path / "kp", root, "lightbox", prep_dir=prep, out=tmp_path / "eval", n_examples=1,
+                             n_distributions=0, progress=False)
+    df = pd.read_csv(tmp_path / "eval" / "per_image.csv")
+    assert {"kp_err_px", "kp_confident", "branch"} <= set(df.columns)
+    assert (df["kp_confident"] == 11).all() and np.isfinite(df["kp_err_px"]).all() and (df["kp_err_px"] >= 0).all()
+    assert set(df["branch"]) <= {"i2s", "kp_translation", "fused"}
+    assert (tmp_path / "eval" / rep["files"]["worst"][0]).is_file()
+    # a re-run reads the keypoints back from the inference cache, predicting nothing again
+    import speedpose.pose.split_inference as split_inference
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("predicted again instead of reading the cache")
+
+    monkeypatch.setattr(split_inference, "predict_split", refuse)
+    evaluate_stage.run(tmp_path / "kp", root, "lightbox", prep_dir=prep, out=tmp_path / "eval", n_examples=1,
+                       n_distributions=0, progress=False)
+    assert pd.read_csv(tmp_path / "eval" / "per_image.csv")["kp_err_px"].tolist() == df["kp_err_px"].tolist()

@@ -92,3 +92,15 @@ def test_untrained_depth_output_still_decodes_to_a_finite_pose():
     far = decode_translation(vc, np.array([0.0, 0.0, 1e4]), SPEC)
     ref = decode_translation(vc, np.array([0.0, 0.0, 5.0]), SPEC)
     assert np.isfinite(far).all() and np.allclose(far, ref)
+
+
+def test_virtual_to_real_pixels_inverts_real_to_virtual():
+    """Virtual crop pixels map back to the real, distorted image exactly (the predicted keypoints' way home)."""
+    R, r = _poses(8, 5)
+    worst = 0.0
+    for k in range(8):
+        uv = CAM.project(KP @ R[k].T + r[k])
+        vc = crop_camera(CAM, keypoint_box(uv, 1920, 1200).unclipped, SPEC, np.radians(37.0 * k))
+        back = vc.virtual_to_real_pixels(CAM, vc.real_to_virtual_pixels(CAM, uv))
+        worst = max(worst, np.abs(back - uv).max())
+    assert worst < 1e-6

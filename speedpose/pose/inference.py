@@ -36,6 +36,9 @@ class PosePredictions:
         coeffs: (N, n_coeffs) Fourier coefficients in the crop's frame, when asked for (plots).
         R_cam_virt: (N, 3, 3) the crops' virtual-camera rotations (identity for fullimage).
         branch: (N,) how each pose was obtained (``model.pose_solver``): ``i2s``, ``kp_translation`` or ``fused``.
+        kp_uv: (N, 11, 2) predicted Tango keypoints [full-resolution px, real distorted image], or None without a
+            keypoint head.
+        kp_conf: (N, 11) their confidences in [0, 1], or None.
     """
 
     indices: np.ndarray
@@ -47,6 +50,8 @@ class PosePredictions:
     R_cam_virt: np.ndarray
     coeffs: np.ndarray | None = field(default=None, repr=False)
     branch: np.ndarray | None = None
+    kp_uv: np.ndarray | None = None
+    kp_conf: np.ndarray | None = None
 
 
 @torch.no_grad()
@@ -74,11 +79,13 @@ def predict_split(model: PoseModel, split, indices, kind: ModelKind, device: tor
         return PosePredictions(indices, np.zeros((0, 4)), np.zeros((0, 3)), z, np.zeros((0, 4)), z,
                                np.zeros((0, 3, 3)), branch=np.zeros(0, dtype="<U14"))
 
-    def cat(name: str) -> np.ndarray:
-        return np.concatenate([getattr(p, name) for p in parts])
+    def cat(name: str) -> np.ndarray | None:
+        arrays = [getattr(p, name) for p in parts]
+        return None if any(a is None for a in arrays) else np.concatenate(arrays)
 
     return PosePredictions(
         indices=indices, q_wxyz=matrix_to_quat_wxyz(cat("R_cam_body")), r_cam_m=cat("r_cam_m"),
         confidence=cat("confidence"), box_xyxy=cat("box_xyxy"), loc_score=cat("loc_score"),
         R_cam_virt=cat("R_cam_virt"), branch=cat("branch"),
-        coeffs=np.concatenate([p.coeffs.float().cpu().numpy() for p in parts]) if keep_coeffs else None)
+        coeffs=np.concatenate([p.coeffs.float().cpu().numpy() for p in parts]) if keep_coeffs else None,
+        kp_uv=cat("kp_uv"), kp_conf=cat("kp_conf"))

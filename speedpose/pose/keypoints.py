@@ -211,6 +211,14 @@ def solve_pose_with_keypoints(net_out: dict[str, torch.Tensor], R_virt: np.ndarr
         (branch ``i2s``) where fewer than 3 keypoints are confident or the solution is degenerate.
     """
     uv, conf = decode_heatmaps(net_out)
+    return solve_pose_from_keypoints(uv, conf, R_virt, r_cam_m, cameras, pose_solver, min_confidence)
+
+
+def solve_pose_from_keypoints(uv: np.ndarray, conf: np.ndarray, R_virt: np.ndarray, r_cam_m: np.ndarray,
+                              cameras: list[VirtualCamera], pose_solver: Literal["kp_translation", "fused"],
+                              min_confidence: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`solve_pose_with_keypoints` from decoded keypoints ``uv`` (B, 11, 2) [crop px] and their
+    confidences ``conf`` (B, 11) (:func:`decode_heatmaps`)."""
     R_out, r_out = R_virt.copy(), r_cam_m.copy()
     branch = np.full(len(R_virt), "i2s", dtype="<U14")
     for b, vc in enumerate(cameras):
@@ -230,4 +238,5 @@ def solve_pose_with_keypoints(net_out: dict[str, torch.Tensor], R_virt: np.ndarr
 
 
 __all__ = ["HEATMAP_STRIDE", "KeypointHead", "N_KEYPOINTS", "cell_centres", "decode_heatmaps", "keypoint_loss",
-           "refine_pose", "reprojection_px", "solve_pose_with_keypoints", "translation_from_keypoints"]
+           "refine_pose", "reprojection_px", "solve_pose_from_keypoints", "solve_pose_with_keypoints",
+           "translation_from_keypoints"]

@@ -25,6 +25,8 @@ CHUNK = 256
 CHUNK_PATTERN = "chunk_{start:08d}.npz"
 #: the arrays of :class:`PosePredictions` a chunk file holds
 FIELDS = ("indices", "q_wxyz", "r_cam_m", "confidence", "box_xyxy", "loc_score", "R_cam_virt", "branch")
+#: the arrays a chunk holds when the model predicts them (a keypoint head)
+OPTIONAL_FIELDS = ("kp_uv", "kp_conf")
 #: SO(3) grid level of the distribution plots (36,864 rotations)
 PLOT_LEVEL = 3
 
@@ -53,7 +55,7 @@ def predict_cached(model, split, indices: np.ndarray, kind: ModelKind, device: t
 
     def compute(start: int, stop: int) -> dict[str, np.ndarray]:
         pred = predict_split(model, split, indices[start:stop], kind, device, batch_size=batch_size)
-        return {name: getattr(pred, name) for name in FIELDS}
+        return {name: getattr(pred, name) for name in FIELDS + OPTIONAL_FIELDS if getattr(pred, name) is not None}
 
     def fits(start: int, stop: int, arrays: dict[str, np.ndarray]) -> bool:
         return set(FIELDS) <= set(arrays) and np.array_equal(arrays["indices"], indices[start:stop])
@@ -61,7 +63,8 @@ def predict_cached(model, split, indices: np.ndarray, kind: ModelKind, device: t
     with tqdm(total=len(indices), desc=desc, unit="img", disable=not progress) as bar:
         parts = compute_chunks(len(indices), CHUNK, compute, files, accept=fits,
                                on_chunk=lambda start, stop, reused: bar.update(stop - start))
-    return PosePredictions(**{name: np.concatenate([p[name] for p in parts]) for name in FIELDS})
+    optional = [name for name in OPTIONAL_FIELDS if all(name in p for p in parts)]
+    return PosePredictions(**{name: np.concatenate([p[name] for p in parts]) for name in FIELDS + tuple(optional)})
 
 
 def distributions_in_camera(model, split, indices: Sequence[int], kind: ModelKind, device: torch.device,

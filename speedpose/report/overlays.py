@@ -14,11 +14,12 @@ import numpy as np
 
 from speedpose.camera import Camera
 from speedpose.geometry.rotations import quat_wxyz_to_matrix
-from speedpose.tango import tango_keypoints_body
+from speedpose.tango import project_keypoints, tango_keypoints_body
 
 #: BGR colours of the overlays
 COLOR_PRED = (0, 200, 255)   # orange-yellow
 COLOR_TRUE = (80, 220, 80)   # green
+COLOR_KEYPOINT = (255, 0, 255)  # magenta: predicted keypoints
 AXIS_COLORS = ((60, 60, 255), (60, 220, 60), (255, 120, 40))  # body x red, y green, z blue
 #: samples per wireframe edge (distortion bends long edges near the border)
 EDGE_SAMPLES = 12
@@ -103,14 +104,17 @@ def zoom_box(boxes: list[np.ndarray], width: int, height: int, margin: float = 1
 def pose_overlay(image: np.ndarray, camera: Camera, q_pred_wxyz: np.ndarray | None, r_pred_m: np.ndarray | None,
                  q_true_wxyz: np.ndarray | None = None, r_true_m: np.ndarray | None = None,
                  box_pred_xyxy: np.ndarray | None = None, text: str | None = None, out_height: int = 480,
-                 axes_m: float | None = 0.4) -> np.ndarray:
+                 axes_m: float | None = 0.4, kp_pred_uv: np.ndarray | None = None,
+                 kp_pred_conf: np.ndarray | None = None) -> np.ndarray:
     """The full frame and a zoom around the spacecraft, side by side, with the predicted (orange, with body axes)
-    and the true (green) wireframes.
+    and the true (green) wireframes; with ``kp_pred_uv``, the predicted keypoints as crosses (magenta, their size
+    growing with the confidence) next to the true keypoints' projections (green dots).
 
     Args:
         image: uint8 (H, W) grayscale or (H, W, 3) BGR, the full-resolution frame of ``camera``.
         q_*_wxyz, r_*_m: (4,), (3,) poses (camera <- body, [m]); the true pose may be None (unlabelled).
         box_pred_xyxy: (4,) the localiser's box [px], drawn as a thin rectangle.
+        kp_pred_uv, kp_pred_conf: (11, 2) predicted keypoints [px of ``camera``] and (11,) confidences in [0, 1].
         text: a caption drawn on the frame.
         out_height: height of the returned image [px].
     Returns:
@@ -132,6 +136,10 @@ def pose_overlay(image: np.ndarray, camera: Camera, q_pred_wxyz: np.ndarray | No
         pts = np.concatenate(project_wireframe(camera, q, r) or [np.full((1, 2), np.nan)])
         if np.isfinite(pts).all():
             boxes.append(np.concatenate([pts.min(axis=0), pts.max(axis=0)]))
+    if kp_pred_uv is not None:
+        draw_keypoints(canvas, kp_pred_uv, kp_pred_conf,
+                       None if q_true_wxyz is None or r_true_m is None
+                       else project_keypoints(camera, np.asarray(q_true_wxyz), np.asarray(r_true_m)), thick)
     x0, y0, x1, y1 = zoom_box(boxes, camera.width, camera.height)
     zoom = np.zeros((y1 - y0, x1 - x0, 3), dtype=np.uint8)
     sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, camera.width), min(y1, camera.height)
@@ -150,6 +158,24 @@ def pose_overlay(image: np.ndarray, camera: Camera, q_pred_wxyz: np.ndarray | No
             cv2.putText(frame, line, org, cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA)
     sep = np.full((out_height, 4, 3), 255, dtype=np.uint8)
     return np.concatenate([frame, sep, zoom], axis=1)
+
+
+def draw_keypoints(canvas: np.ndarray, uv_pred: np.ndarray, conf: np.ndarray | None, uv_true: np.ndarray | None,
+                   thick: int = 1) -> None:
+    """Predicted keypoints (11, 2) [px] as magenta crosses whose arm grows with the confidence (3-10 x ``thick``
+    px), the true ones (11, 2) as green dots, joined to their prediction by a thin line; in place on BGR
+    ``canvas``."""
+    conf = np.ones(len(uv_pred)) if conf is None else np.asarray(conf, float)
+    for k, p in enumerate(np.asarray(uv_pred, float)):
+        if not np.isfinite(p).all():
+            continue
+        c = (int(round(p[0])), int(round(p[1])))
+        if uv_true is not None and np.isfinite(uv_true[k]).all():
+            t = (int(round(uv_true[k][0])), int(round(uv_true[k][1])))
+            cv2.line(canvas, c, t, COLOR_TRUE, 1, cv2.LINE_AA)
+            cv2.circle(canvas, t, 2 * thick, COLOR_TRUE, -1, cv2.LINE_AA)
+        arm = int(round(thick * (3 + 7 * float(np.clip(conf[k], 0, 1)))))
+        cv2.drawMarker(canvas, c, COLOR_KEYPOINT, cv2.MARKER_CROSS, 2 * arm, thick, cv2.LINE_AA)
 
 
 def write_png(path, image_bgr: np.ndarray) -> None:

@@ -137,3 +137,17 @@ def reliability(df: pd.DataFrame, n_bins: int = 5) -> dict:
         ece += len(part) * abs(row["mean_confidence"] - row[f"acc@{CONFIDENCE_RADIUS_DEG:g}"])
         bins.append(row)
     return {"radius_deg": CONFIDENCE_RADIUS_DEG, "bins": bins, "ece": ece / len(order)}
+
+
+def keypoint_errors(kp_uv: np.ndarray, kp_conf: np.ndarray, camera, q_wxyz: np.ndarray, r_cam_m: np.ndarray,
+                    min_confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per image: the median distance [px of ``camera``] between the predicted keypoints (N, 11, 2) with confidence
+    (N, 11) at least ``min_confidence`` and the label's keypoints projected with ``camera`` (distortion applied);
+    NaN where no keypoint is confident.  Returns (errors (N,), confident counts (N,))."""
+    from speedpose.tango import project_keypoints
+
+    true_uv = project_keypoints(camera, np.asarray(q_wxyz, float), np.asarray(r_cam_m, float))
+    d = np.linalg.norm(np.asarray(kp_uv, float) - true_uv, axis=-1)
+    ok = np.asarray(kp_conf, float) >= min_confidence
+    err = np.array([np.median(di[m]) if m.any() else np.nan for di, m in zip(d, ok)])
+    return err, ok.sum(axis=1)

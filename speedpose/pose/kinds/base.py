@@ -67,6 +67,9 @@ class BatchPoses(NamedTuple):
         R_cam_virt: (B, 3, 3) the inputs' camera rotations (:class:`NetworkInputs`).
         branch: (B,) how each pose was obtained: ``i2s``, ``kp_translation`` or ``fused``.
         coeffs: (B, n_coeffs) the rotation distribution's Fourier coefficients in the input's frame.
+        kp_uv: (B, 11, 2) float64 predicted keypoints [full-resolution px of the real, distorted image], or None
+            without a keypoint head.
+        kp_conf: (B, 11) their confidences in [0, 1] (None without a keypoint head).
     """
 
     R_cam_body: np.ndarray
@@ -77,6 +80,8 @@ class BatchPoses(NamedTuple):
     R_cam_virt: np.ndarray
     branch: np.ndarray
     coeffs: torch.Tensor
+    kp_uv: np.ndarray | None = None
+    kp_conf: np.ndarray | None = None
 
 
 class ModelKind(ABC):

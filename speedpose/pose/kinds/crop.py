@@ -29,7 +29,7 @@ from speedpose.pose.config import AugmentConfig, LossConfig, ModelConfig, Speedp
 from speedpose.pose.crops import CropSpec, crop_camera, crop_source, decode_translation, refined_boxes
 from speedpose.pose.dataset import CropSampling, CropSamples, CropSetSamples
 from speedpose.pose.inference import predict_split
-from speedpose.pose.keypoints import keypoint_loss, solve_pose_with_keypoints
+from speedpose.pose.keypoints import decode_heatmaps, keypoint_loss, solve_pose_from_keypoints
 from speedpose.pose.kinds.base import BatchPoses, ModelKind, NetworkInputs
 from speedpose.pose.localiser import Localiser, boxes_to_full, decode_boxes, localisation_loss, make_targets
 from speedpose.pose.metrics import pose_metrics
@@ -210,12 +210,16 @@ class CropKind(ModelKind):
             t = net_out["t"].double().cpu().numpy()
             r = np.stack([decode_translation(vc, tk, inf.spec) for vc, tk in zip(inp.cameras, t)])
             branch = np.full(len(indices), "i2s", dtype="<U14")
-            if inf.pose_solver != "i2s" and "kp_logits" in net_out:
-                R_virt, r, branch = solve_pose_with_keypoints(net_out, R_virt, r, inp.cameras, inf.pose_solver,
-                                                              inf.kp_min_confidence)
+            kp_uv = kp_conf = None
+            if "kp_logits" in net_out:
+                kp_virt, kp_conf = decode_heatmaps(net_out)
+                if inf.pose_solver != "i2s":
+                    R_virt, r, branch = solve_pose_from_keypoints(kp_virt, kp_conf, R_virt, r, inp.cameras,
+                                                                  inf.pose_solver, inf.kp_min_confidence)
+                kp_uv = np.stack([vc.virtual_to_real_pixels(split.camera, k) for vc, k in zip(inp.cameras, kp_virt)])
             R = inp.R_cam_virt @ R_virt
         return BatchPoses(R, r, conf.float().cpu().numpy(), loc_box, loc_score, inp.R_cam_virt, branch,
-                          net_out["coeffs"])
+                          net_out["coeffs"], kp_uv, kp_conf)
 
     def validation_metrics(self, model: PoseModel, split, indices: np.ndarray, device: torch.device,
                            batch_size: int) -> dict[str, float]:
