@@ -129,6 +129,26 @@ def test_solver_falls_back_to_i2s_without_confident_keypoints():
     assert branch[0] == "i2s" and (r_out == 0).all()
 
 
+def test_outlying_keypoints_are_dropped_and_too_few_inliers_keep_i2s():
+    """Three confident keypoints on the wrong corners (20 px off) are not inliers of the I2S rotation: the
+    translation from the other eight is exact; with fewer inliers than min_inliers the I2S pose is kept."""
+    from speedpose.pose.keypoints import keypoint_inliers, solve_pose_from_keypoints
+
+    vc, R, r, R_virt, r_virt, uv = _crop_case(2)
+    bad = uv.copy()
+    bad[[0, 4, 7]] += np.array([20.0, -15.0])
+    t, w = keypoint_inliers(R_virt, bad, np.ones(11), vc.K, inlier_px=3.0)
+    assert (w > 0).sum() == 8 and w[[0, 4, 7]].sum() == 0
+    np.testing.assert_allclose(t, r_virt, atol=1e-6)
+    conf = np.ones((1, 11))
+    _, r_out, branch = solve_pose_from_keypoints(bad[None], conf, R_virt[None], np.zeros((1, 3)), [vc],
+                                                 "kp_translation", 0.3, inlier_px=3.0, min_inliers=4)
+    assert branch[0] == "kp_translation" and np.abs(r_out[0] - r).max() < 1e-6
+    _, r_out, branch = solve_pose_from_keypoints(bad[None], conf, R_virt[None], np.zeros((1, 3)), [vc],
+                                                 "kp_translation", 0.3, inlier_px=3.0, min_inliers=9)
+    assert branch[0] == "i2s" and (r_out == 0).all()
+
+
 def test_evaluate_reports_the_keypoints_of_a_keypoint_model(tiny_prepared, tmp_path, monkeypatch):
     """A run with a keypoint head: predictions carry the keypoints in full-resolution pixels, per_image.csv their
     error against the label (median over the confident ones) and the branch, the overlays draw them."""

@@ -90,6 +90,11 @@ class KeypointConfig(ConfigModel):
     sigma_px: float = Field(2.0, gt=0, description="width of the Gaussian heatmap targets [crop px]")
     min_confidence: float = Field(0.3, ge=0, le=1, description="inference: keypoints below this confidence (peak "
                                   "mass x visibility probability) are not used")
+    inlier_px: float = Field(6.0, gt=0, description="inference: a confident keypoint is an inlier when the pose "
+                             "solved with the I2S rotation reprojects it within this distance [crop px]; the others "
+                             "are dropped (a keypoint on the wrong corner of the near-symmetric body)")
+    min_inliers: int = Field(4, ge=3, le=11, description="inference: fewer inliers than this -> the I2S rotation and "
+                             "the regressed translation are kept (branch i2s)")
 
 
 class ModelConfig(ConfigModel):

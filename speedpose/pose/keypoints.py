@@ -195,7 +195,8 @@ def refine_pose(R0: np.ndarray, t0: np.ndarray, kp_body: np.ndarray, uv: np.ndar
 
 def solve_pose_with_keypoints(net_out: dict[str, torch.Tensor], R_virt: np.ndarray, r_cam_m: np.ndarray,
                               cameras: list[VirtualCamera], pose_solver: Literal["kp_translation", "fused"],
-                              min_confidence: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                              min_confidence: float, inlier_px: float = 6.0,
+                              min_inliers: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``model.pose_solver`` kp_translation / fused for a batch of B crops.
 
     Args:
@@ -206,27 +207,61 @@ def solve_pose_with_keypoints(net_out: dict[str, torch.Tensor], R_virt: np.ndarr
         pose_solver: ``kp_translation`` (the translation from the keypoints for the I2S rotation) or ``fused``
             (then :func:`refine_pose` of both).
         min_confidence: keypoints below this confidence are not used.
+        inlier_px, min_inliers: see :func:`solve_pose_from_keypoints`.
     Returns:
         (R_virt (B, 3, 3), r_cam_m (B, 3), branch (B,) ``i2s`` | ``kp_translation`` | ``fused``): the inputs kept
-        (branch ``i2s``) where fewer than 3 keypoints are confident or the solution is degenerate.
+        (branch ``i2s``) where fewer than ``min_inliers`` keypoints are confident inliers or the solution is
+        degenerate.
     """
     uv, conf = decode_heatmaps(net_out)
-    return solve_pose_from_keypoints(uv, conf, R_virt, r_cam_m, cameras, pose_solver, min_confidence)
+    return solve_pose_from_keypoints(uv, conf, R_virt, r_cam_m, cameras, pose_solver, min_confidence, inlier_px,
+                                     min_inliers)
+
+
+def keypoint_inliers(R_virt: np.ndarray, uv: np.ndarray, weights: np.ndarray, K: np.ndarray,
+                     inlier_px: float) -> tuple[np.ndarray | None, np.ndarray]:
+    """The translation for the rotation ``R_virt`` from the keypoints that agree with it: with the rotation known,
+    two keypoints fix the translation, so every pair of weighted keypoints is tried (at most 55: exhaustive and
+    deterministic, a RANSAC without chance); the pair whose solution reprojects the largest total weight within
+    ``inlier_px`` [px] wins, and the translation is solved again on its inliers.
+
+    Returns:
+        (t (3,) in the virtual camera or None, inlier weights (11,): ``weights`` where inlier, else 0).
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    idx = np.flatnonzero(w > 0)
+    best_w, best_score = np.zeros_like(w), 0.0
+    for a in range(len(idx)):
+        for b in range(a + 1, len(idx)):
+            pair = np.zeros_like(w)
+            pair[[idx[a], idx[b]]] = 1.0
+            t = translation_from_keypoints(R_virt, TANGO_KP, uv, pair, K)
+            if t is None:
+                continue
+            inl = np.where((w > 0) & (reprojection_px(R_virt, t, TANGO_KP, uv, K) <= inlier_px), w, 0.0)
+            if inl.sum() > best_score:
+                best_w, best_score = inl, float(inl.sum())
+    if (best_w > 0).sum() < 2:
+        return None, np.zeros_like(w)
+    return translation_from_keypoints(R_virt, TANGO_KP, uv, best_w, K), best_w
 
 
 def solve_pose_from_keypoints(uv: np.ndarray, conf: np.ndarray, R_virt: np.ndarray, r_cam_m: np.ndarray,
                               cameras: list[VirtualCamera], pose_solver: Literal["kp_translation", "fused"],
-                              min_confidence: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                              min_confidence: float, inlier_px: float = 6.0,
+                              min_inliers: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`solve_pose_with_keypoints` from decoded keypoints ``uv`` (B, 11, 2) [crop px] and their
-    confidences ``conf`` (B, 11) (:func:`decode_heatmaps`)."""
+    confidences ``conf`` (B, 11) (:func:`decode_heatmaps`): per crop, the confident keypoints that the I2S rotation
+    explains within ``inlier_px`` (:func:`keypoint_inliers`) give the translation, and with ``fused`` the refined
+    pose; fewer than ``min_inliers`` of them keep the I2S pose."""
     R_out, r_out = R_virt.copy(), r_cam_m.copy()
     branch = np.full(len(R_virt), "i2s", dtype="<U14")
     for b, vc in enumerate(cameras):
         w = np.where(conf[b] >= min_confidence, conf[b], 0.0)
-        if (w > 0).sum() < 3:
+        if (w > 0).sum() < min_inliers:
             continue
-        t_virt = translation_from_keypoints(R_virt[b], TANGO_KP, uv[b], w, vc.K)
-        if t_virt is None:
+        t_virt, w = keypoint_inliers(R_virt[b], uv[b], w, vc.K, inlier_px)
+        if t_virt is None or (w > 0).sum() < min_inliers:
             continue
         R_b, branch[b] = R_virt[b], "kp_translation"
         if pose_solver == "fused":
@@ -237,6 +272,7 @@ def solve_pose_from_keypoints(uv: np.ndarray, conf: np.ndarray, R_virt: np.ndarr
     return R_out, r_out, branch
 
 
-__all__ = ["HEATMAP_STRIDE", "KeypointHead", "N_KEYPOINTS", "cell_centres", "decode_heatmaps", "keypoint_loss",
+__all__ = ["HEATMAP_STRIDE", "KeypointHead", "N_KEYPOINTS", "cell_centres", "decode_heatmaps", "keypoint_inliers",
+           "keypoint_loss",
            "refine_pose", "reprojection_px", "solve_pose_from_keypoints", "solve_pose_with_keypoints",
            "translation_from_keypoints"]

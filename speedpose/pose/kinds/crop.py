@@ -49,6 +49,8 @@ class CropInference:
         pose_solver: ``i2s``, ``kp_translation`` or ``fused`` (``model.pose_solver``; the keypoint solvers need the
             keypoint head).
         kp_min_confidence: keypoints below this confidence are not used (``model.keypoints.min_confidence``).
+        kp_inlier_px, kp_min_inliers: the inlier gate [crop px] and the fewest inliers of the keypoint solvers
+            (``model.keypoints.inlier_px``, ``model.keypoints.min_inliers``).
     """
 
     spec: CropSpec
@@ -57,6 +59,8 @@ class CropInference:
     refine_passes: int = 0
     pose_solver: Literal["i2s", "kp_translation", "fused"] = "i2s"
     kp_min_confidence: float = 0.3
+    kp_inlier_px: float = 6.0
+    kp_min_inliers: int = 4
 
 
 def localise_and_crop(model: PoseModel, split, indices, spec: CropSpec, loc_size: tuple[int, int],
@@ -133,7 +137,8 @@ class CropKind(ModelKind):
         loc_size = (int(d.loc_size[0]), int(d.loc_size[1]))
         return cls(networks=m, sampling=CropSampling(spec, loc_size, d.loc_fraction, cfg.augment),
                    inference=CropInference(spec, loc_size, m.i2s.infer_level, m.refine_passes, m.pose_solver,
-                                           m.keypoints.min_confidence),
+                                           m.keypoints.min_confidence, m.keypoints.inlier_px,
+                                           m.keypoints.min_inliers),
                    weights=cfg.loss, crop_set=d.crop_set or None)
 
     @property
@@ -214,8 +219,9 @@ class CropKind(ModelKind):
             if "kp_logits" in net_out:
                 kp_virt, kp_conf = decode_heatmaps(net_out)
                 if inf.pose_solver != "i2s":
-                    R_virt, r, branch = solve_pose_from_keypoints(kp_virt, kp_conf, R_virt, r, inp.cameras,
-                                                                  inf.pose_solver, inf.kp_min_confidence)
+                    R_virt, r, branch = solve_pose_from_keypoints(
+                        kp_virt, kp_conf, R_virt, r, inp.cameras, inf.pose_solver, inf.kp_min_confidence,
+                        inf.kp_inlier_px, inf.kp_min_inliers)
                 kp_uv = np.stack([vc.virtual_to_real_pixels(split.camera, k) for vc, k in zip(inp.cameras, kp_virt)])
             R = inp.R_cam_virt @ R_virt
         return BatchPoses(R, r, conf.float().cpu().numpy(), loc_box, loc_score, inp.R_cam_virt, branch,
