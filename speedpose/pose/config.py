@@ -126,10 +126,11 @@ class ModelConfig(ConfigModel):
     keypoints: KeypointConfig = Field(default_factory=KeypointConfig, description="keypoint heatmap head")
     pose_solver: Literal["i2s", "kp_translation", "fused"] = Field(
         "i2s", description="crop model inference: i2s = the I2S rotation and the regressed translation | "
-        "kp_translation = the I2S rotation and the translation that best projects the keypoints (weighted least "
-        "squares) | fused = then a Levenberg-Marquardt PnP refinement of both, kept when it lowers the reprojection "
-        "error and stays within 15 deg of the I2S rotation; images with too few confident keypoints fall back to "
-        "i2s (per_image.csv says which branch each image took)")
+        "kp_translation = the I2S rotation and the translation that best projects the confident keypoints it "
+        "explains (inliers: keypoints.inlier_px; weighted least squares) | fused = then a Levenberg-Marquardt PnP "
+        "refinement of both, kept when it lowers the reprojection error and stays within 15 deg of the I2S "
+        "rotation; images with fewer than keypoints.min_inliers inliers fall back to i2s (per_image.csv says which "
+        "branch each image took)")
     refine_passes: int = Field(0, ge=0, le=3, description="crop model inference: crop again this many times around "
                                "the keypoint box of the pose just predicted (corrects the localiser's box; one more "
                                "crop-network forward each)")
