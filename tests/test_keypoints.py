@@ -116,16 +116,18 @@ def test_a_mirror_solution_is_rejected_by_the_i2s_guard():
 
 
 def test_solver_falls_back_to_i2s_without_confident_keypoints():
-    from speedpose.pose.keypoints import solve_pose_with_keypoints
+    from speedpose.pose.keypoints import solve_pose_from_keypoints
 
     vc, R, r, R_virt, r_virt, uv = _crop_case(1)
     logits = _gaussian_logits(uv[None], 16, 16)
     good = {"kp_logits": logits, "kp_vis_logits": torch.full((1, 11), 10.0)}
-    R_out, r_out, branch = solve_pose_with_keypoints(good, R_virt[None], np.zeros((1, 3)), [vc], "fused", 0.3)
+    R_out, r_out, branch = solve_pose_from_keypoints(*decode_heatmaps(good), R_virt[None], np.zeros((1, 3)), [vc],
+                                                     "fused", 0.3)
     assert branch[0] in ("kp_translation", "fused")
     assert np.linalg.norm(r_out[0] - r) < 0.05 * np.linalg.norm(r)
     unsure = {"kp_logits": logits, "kp_vis_logits": torch.full((1, 11), -10.0)}
-    R_out, r_out, branch = solve_pose_with_keypoints(unsure, R_virt[None], np.zeros((1, 3)), [vc], "fused", 0.3)
+    R_out, r_out, branch = solve_pose_from_keypoints(*decode_heatmaps(unsure), R_virt[None], np.zeros((1, 3)),
+                                                     [vc], "fused", 0.3)
     assert branch[0] == "i2s" and (r_out == 0).all()
 
 

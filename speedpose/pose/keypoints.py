@@ -11,7 +11,7 @@ turns keypoints into a pose in the crop's virtual camera (an undistorted pinhole
 * Geometry: :func:`translation_from_keypoints` solves the translation for a known rotation (weighted linear least
   squares; the I2S rotation removes PnP's mirror ambiguity); :func:`refine_pose` runs OpenCV's Levenberg-Marquardt
   PnP refinement from that pose and keeps it only when it stays near the I2S rotation;
-  :func:`solve_pose_with_keypoints` applies them to a batch of crops (``model.pose_solver``).
+  :func:`solve_pose_from_keypoints` applies them to a batch of crops (``model.pose_solver``).
 
 Pixels: crop pixel centres at integer coordinates (the pipeline's convention); heatmap cell (i, j) is centred on crop
 pixel ``(stride * j + (stride - 1) / 2, stride * i + (stride - 1) / 2)``.
@@ -193,31 +193,6 @@ def refine_pose(R0: np.ndarray, t0: np.ndarray, kp_body: np.ndarray, uv: np.ndar
     return R1, t1
 
 
-def solve_pose_with_keypoints(net_out: dict[str, torch.Tensor], R_virt: np.ndarray, r_cam_m: np.ndarray,
-                              cameras: list[VirtualCamera], pose_solver: Literal["kp_translation", "fused"],
-                              min_confidence: float, inlier_px: float = 6.0,
-                              min_inliers: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``model.pose_solver`` kp_translation / fused for a batch of B crops.
-
-    Args:
-        net_out: the crop network's outputs with ``kp_logits`` and ``kp_vis_logits``.
-        R_virt: (B, 3, 3) the I2S rotations in the crops' virtual cameras.
-        r_cam_m: (B, 3) the regressed translations [m, real camera frame].
-        cameras: the B crops' virtual cameras.
-        pose_solver: ``kp_translation`` (the translation from the keypoints for the I2S rotation) or ``fused``
-            (then :func:`refine_pose` of both).
-        min_confidence: keypoints below this confidence are not used.
-        inlier_px, min_inliers: see :func:`solve_pose_from_keypoints`.
-    Returns:
-        (R_virt (B, 3, 3), r_cam_m (B, 3), branch (B,) ``i2s`` | ``kp_translation`` | ``fused``): the inputs kept
-        (branch ``i2s``) where fewer than ``min_inliers`` keypoints are confident inliers or the solution is
-        degenerate.
-    """
-    uv, conf = decode_heatmaps(net_out)
-    return solve_pose_from_keypoints(uv, conf, R_virt, r_cam_m, cameras, pose_solver, min_confidence, inlier_px,
-                                     min_inliers)
-
-
 def keypoint_inliers(R_virt: np.ndarray, uv: np.ndarray, weights: np.ndarray, K: np.ndarray,
                      inlier_px: float) -> tuple[np.ndarray | None, np.ndarray]:
     """The translation for the rotation ``R_virt`` from the keypoints that agree with it: with the rotation known,
@@ -250,10 +225,22 @@ def solve_pose_from_keypoints(uv: np.ndarray, conf: np.ndarray, R_virt: np.ndarr
                               cameras: list[VirtualCamera], pose_solver: Literal["kp_translation", "fused"],
                               min_confidence: float, inlier_px: float = 6.0,
                               min_inliers: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`solve_pose_with_keypoints` from decoded keypoints ``uv`` (B, 11, 2) [crop px] and their
-    confidences ``conf`` (B, 11) (:func:`decode_heatmaps`): per crop, the confident keypoints that the I2S rotation
-    explains within ``inlier_px`` (:func:`keypoint_inliers`) give the translation, and with ``fused`` the refined
-    pose; fewer than ``min_inliers`` of them keep the I2S pose."""
+    """``model.pose_solver`` kp_translation / fused for a batch of B crops: per crop, the confident keypoints that
+    the I2S rotation explains within ``inlier_px`` (:func:`keypoint_inliers`) give the translation, and with
+    ``fused`` the pose refined by :func:`refine_pose`.
+
+    Args:
+        uv, conf: (B, 11, 2) decoded keypoints [crop px] and (B, 11) their confidences (:func:`decode_heatmaps`).
+        R_virt: (B, 3, 3) the I2S rotations in the crops' virtual cameras.
+        r_cam_m: (B, 3) the regressed translations [m, real camera frame].
+        cameras: the B crops' virtual cameras.
+        pose_solver: ``kp_translation`` (the translation from the keypoints for the I2S rotation) or ``fused``.
+        min_confidence: keypoints below this confidence are not used.
+        inlier_px, min_inliers: the inlier gate [crop px]; fewer inliers than ``min_inliers`` keep the I2S pose.
+    Returns:
+        (R_virt (B, 3, 3), r_cam_m (B, 3), branch (B,) ``i2s`` | ``kp_translation`` | ``fused``): the inputs kept
+        (branch ``i2s``) where there are too few inliers or the solution is degenerate.
+    """
     R_out, r_out = R_virt.copy(), r_cam_m.copy()
     branch = np.full(len(R_virt), "i2s", dtype="<U14")
     for b, vc in enumerate(cameras):
@@ -274,5 +261,5 @@ def solve_pose_from_keypoints(uv: np.ndarray, conf: np.ndarray, R_virt: np.ndarr
 
 __all__ = ["HEATMAP_STRIDE", "KeypointHead", "N_KEYPOINTS", "cell_centres", "decode_heatmaps", "keypoint_inliers",
            "keypoint_loss",
-           "refine_pose", "reprojection_px", "solve_pose_from_keypoints", "solve_pose_with_keypoints",
+           "refine_pose", "reprojection_px", "solve_pose_from_keypoints",
            "translation_from_keypoints"]

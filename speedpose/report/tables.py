@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from speedpose.scoring import box_iou, fraction_within_deg, per_image_scores, summarise_pose_errors
+from speedpose.tango import project_keypoints
 
 #: distance bins [m] of the breakdown (SPEED+ distances span about 2.2 to 10 m)
 DISTANCE_BINS_M = (0.0, 4.0, 6.0, 8.0, math.inf)
@@ -144,8 +145,6 @@ def keypoint_errors(kp_uv: np.ndarray, kp_conf: np.ndarray, camera, q_wxyz: np.n
     """Per image: the median distance [px of ``camera``] between the predicted keypoints (N, 11, 2) with confidence
     (N, 11) at least ``min_confidence`` and the label's keypoints projected with ``camera`` (distortion applied);
     NaN where no keypoint is confident.  Returns (errors (N,), confident counts (N,))."""
-    from speedpose.tango import project_keypoints
-
     true_uv = project_keypoints(camera, np.asarray(q_wxyz, float), np.asarray(r_cam_m, float))
     d = np.linalg.norm(np.asarray(kp_uv, float) - true_uv, axis=-1)
     ok = np.asarray(kp_conf, float) >= min_confidence
