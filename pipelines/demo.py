@@ -72,10 +72,10 @@ def plan(minutes: float, config: str = "standin_cpu") -> DemoPlan:
     return DemoPlan(minutes, n_train, n_eval, n_eval, n_eval, config, n_crops)
 
 
-def _train(root: Path, prep: Path, runs: Path, p: DemoPlan, minutes_left: float, overrides: Sequence[str],
+def _train(root: Path, prep: Path, runs: Path, p: DemoPlan, cfg, minutes_left: float, overrides: Sequence[str],
            progress: bool) -> dict:
+    """Train ``cfg`` (the demo's experiment, ``overrides`` applied) within ``minutes_left``."""
     from pipelines import train
-    from speedpose.config import load_config, resolve_config
     from speedpose.pose.kinds import model_kind
 
     name = f"{p.config}-{p.minutes:g}min"
@@ -92,7 +92,6 @@ def _train(root: Path, prep: Path, runs: Path, p: DemoPlan, minutes_left: float,
     spent_s = float(load_checkpoint(run_dir / "last.pt").get("train_time_s") or 0.0) if resume else 0.0
     train_budget = spent_s / 60 + TRAIN_SHARE * budget
     # a tiny budget renders fewer training images than the config's batch: shrink the batch to fit
-    cfg = load_config(resolve_config(p.config, "speedplus"))
     n_data = p.crops if model_kind(cfg).crop_set else p.train  # the crop network's data, or the frames
     extra = [("data.prep_dir", prep), ("train.max_train_time_min", round(train_budget, 3)),
              *([("train.batch_size", n_data)] if n_data < cfg.train.batch_size else []),
@@ -146,7 +145,7 @@ def run(out: Path = Path("demo"), minutes: float = 15.0, *, config: str = "stand
     left = p.minutes - spent - p.eval_seconds / 60
     say(f"[demo] 3/4 train {p.config}: up to {max(0.2, left):.1f} min ({spent:.1f} min spent so far); a finished "
         "run is reused")
-    trained = _train(root, prep, out / "runs", p, left, overrides, progress)
+    trained = _train(root, prep, out / "runs", p, cfg, left, overrides, progress)
     say(f"[demo]     training {trained['action']}: {trained['global_step']} steps, stopped by {trained['stopped']}")
     run_dir = Path(trained["run_dir"])
     say("[demo] 4/4 evaluate and submit")

@@ -60,7 +60,10 @@ def test_demo_rerun_reuses_the_cache(smoke_demo):
     s, out, p = smoke_demo
     again = synth.run(Path(s["dataset"]), p.train, p.val, p.lightbox, p.sunlamp, seed=p.seed, progress=False)
     assert again["rendered"] == 0
-    t = demo_stage._train(Path(s["dataset"]), out / "preprocessed", out / "runs", p, 1.0, SMOKE, False)
+    from speedpose.config import load_config, resolve_config
+
+    cfg = load_config(resolve_config(p.config, "speedplus"), list(SMOKE))
+    t = demo_stage._train(Path(s["dataset"]), out / "preprocessed", out / "runs", p, cfg, 1.0, SMOKE, False)
     assert t["action"] == "reused (finished earlier)" and t["run_dir"] == s["training"]["run_dir"]
 
 
