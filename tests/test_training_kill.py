@@ -21,7 +21,7 @@ from speedpose.training.toy import ToyTask
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "engine_toy.yaml"
 # 4 steps per epoch, 3 epochs; 30 ms per sample makes each step last about 0.5 s so that the kill lands mid-run
-# (at 15 ms the 1.5 s between step 6 and the end was missed by the polling in two of four full CI runs)
+# (at 15 ms the 1.5 s between step 6 and the end was missed by the polling in two of five full runs in one session)
 OVERRIDES = ["train.epochs=3", "train.checkpoint_every_steps=2", "data.delay_s=0.03", "train.workers=0"]
 
 
