@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 from pathlib import Path
@@ -119,8 +120,12 @@ def test_crash_mid_epoch_then_resume_is_bit_identical(reference_run, tmp_path):
     assert (ckpt["global_step"], ckpt["epoch"], ckpt["step_in_epoch"]) == (9, 2, 1)  # mid-epoch checkpoint
     # resume with DataLoader workers: the data pipeline is a function of (seed, epoch, index) only
     resumed = toy_cfg("train.workers=2")
+    children = set(multiprocessing.active_children())
     summary = fit(ToyTask(resumed), resumed, tmp_path, resume=True, progress=False)
     assert summary.resumed_from_step == 9 and summary.global_step == 12
+    # the persistent workers are stopped when fit returns, not left to a garbage collection that (from inside
+    # a collection) waits 5 s per worker: it stalled a later test by 10 s
+    assert set(multiprocessing.active_children()) <= children
     a, b = load_checkpoint(ref / "last.pt"), load_checkpoint(tmp_path / "last.pt")
     assert_same_state(a["model"], b["model"])
     assert_same_state(a["optimizer"]["state"], b["optimizer"]["state"])
