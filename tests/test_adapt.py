@@ -22,8 +22,9 @@ from pipelines import preprocess as preprocess_stage
 from speedpose.adapt import norm_refine, self_training
 from speedpose.adapt.check import SyntheticCheck
 from speedpose.adapt.config import RefineConfig, SelfTrainConfig
-from speedpose.adapt.norm_refine import confident, entropy_thresholds, norm_state, refinable_keys, refine
-from speedpose.adapt.pseudo_labels import reprojection_iou, select
+from speedpose.adapt.norm_refine import (confident, entropy_thresholds, forward_target, keypoint_entropy, norm_state,
+                                         refinable_keys, refine)
+from speedpose.adapt.pseudo_labels import make_pseudo_labels, reprojection_iou, select
 from speedpose.adapt.targets import pseudo_labelled_view, unlabelled_view
 from speedpose.cli import main
 from speedpose.config import RESOLVED_NAME
@@ -323,6 +324,84 @@ def test_pseudo_label_selection():
     assert select(conf, iou, aug, st).tolist() == [True, True, False, False, False, True]
     st2 = st.model_copy(update={"max_fraction": 0.34})
     assert select(conf, iou, aug, st2).tolist() == [True, False, False, False, False, True]
+    # the keypoint gate removes the images whose keypoints disagreed with the I2S rotation
+    agree = np.array([True, False, True, True, True, True])
+    assert select(conf, iou, aug, st, agree).tolist() == [True, False, False, False, False, True]
+
+
+# ------------------------------------------------------------------------------- with the keypoint head
+@pytest.fixture(scope="module")
+def kp_run(tiny_prepared, tmp_path_factory) -> Path:
+    """A run with the keypoint head and the fused solver, trained 2 steps on the tiny stand-in."""
+    from pipelines import train as train_stage
+
+    root, prep = tiny_prepared
+    out = tmp_path_factory.mktemp("kp-runs")
+    train_stage.run(root, "smoke", ["data.val_limit=2", "train.batch_size=2", "train.workers=0", "train.device=cpu",
+                                    "train.max_steps=2", f"data.prep_dir={prep}", "model.keypoints.enabled=true",
+                                    "model.pose_solver=fused"], out=out, name="kp", progress=False)
+    return out / "kp"
+
+
+def test_keypoint_entropy_is_normalised_and_weighted_by_visibility():
+    flat = torch.zeros(1, 2, 4, 4)  # uniform heatmaps: entropy 1
+    peaked = torch.full((1, 2, 4, 4), -50.0)
+    peaked[:, :, 1, 2] = 50.0  # one cell: entropy 0
+    mixed = torch.cat([peaked[:, :1], flat[:, 1:]], dim=1)  # keypoint 0 peaked, keypoint 1 uniform
+    vis = torch.tensor([[20.0, 20.0]])
+    assert keypoint_entropy(flat, vis).item() == pytest.approx(1.0, abs=1e-6)
+    assert keypoint_entropy(peaked, vis).item() == pytest.approx(0.0, abs=1e-6)
+    assert keypoint_entropy(mixed, vis).item() == pytest.approx(0.5, abs=1e-6)
+    # an invisible keypoint does not count: only the peaked one is left
+    assert keypoint_entropy(mixed, torch.tensor([[20.0, -20.0]])).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_refine_with_the_keypoint_head_lowers_its_objective_and_changes_only_normalisation(kp_run, tiny_prepared):
+    root, prep = tiny_prepared
+    loaded = load_run(kp_run)
+    target = unlabelled_view(open_split(prep, "lightbox", "test", root=root))
+    val = open_split(prep, "synthetic", "validation", root=root)
+    check = SyntheticCheck(val, evenly_spaced(len(val), 0), loaded.kind, 0.05, torch.device("cpu"), 3)
+    rcfg = RefineConfig(steps=6, batch_size=3, calibration_images=3, lr=3e-2, confident_quantile=1.0)
+    idx = np.arange(len(target))
+
+    def objective(model) -> dict[str, float]:
+        model = copy.deepcopy(model)  # batch statistics, as refinement sees them, without touching the model
+        norm_refine._enter_refine_mode(model, norm_refine.norm_layers(model), None)
+        with torch.no_grad():
+            return {t: float(h.mean()) for t, h in forward_target(model, target, idx, loaded.kind,
+                                                                  torch.device("cpu")).items()}
+
+    model = copy.deepcopy(loaded.model)
+    before = objective(model)
+    out = refine(model, target, loaded.kind, rcfg, check, 6, torch.device("cpu"), seed=0, progress=False)
+    after = objective(model)
+    assert set(out.thresholds) == {"rotation", "localisation", "keypoints"} and out.used["keypoints"] == 18
+    assert sum(after.values()) < sum(before.values())
+    # the keypoint term alone lowers the keypoint entropy
+    kp_only = rcfg.model_copy(update={"rotation_weight": 0.0, "localisation_weight": 0.0})
+    model2 = copy.deepcopy(loaded.model)
+    out2 = refine(model2, target, loaded.kind, kp_only, check, 6, torch.device("cpu"), seed=0, progress=False)
+    assert set(out2.thresholds) == {"keypoints"} and objective(model2)["keypoints"] < before["keypoints"]
+    allowed = set(refinable_keys(model))
+    src, got = loaded.model.state_dict(), model.state_dict()
+    assert all(torch.equal(src[k], got[k]) for k in src if k not in allowed)
+    assert any(not torch.equal(src[k], got[k]) for k in allowed)
+
+
+def test_keypoint_gate_of_the_pseudo_labels(kp_run, tiny_prepared):
+    root, prep = tiny_prepared
+    loaded = load_run(kp_run)
+    target = unlabelled_view(open_split(prep, "lightbox", "test", root=root))
+    loose = SelfTrainConfig(min_confidence=0.0, min_box_iou=0.0, max_aug_deg=180, augmentations=0, max_fraction=1.0)
+    labels = {gate: make_pseudo_labels(loaded.model, target, loaded.kind, loose.model_copy(
+        update={"keypoint_gate": gate}), torch.device("cpu"), seed=0) for gate in (False, True)}
+    assert labels[False].selected.all()  # without the gate every image passes these thresholds
+    np.testing.assert_array_equal(labels[True].selected, labels[True].branch != "i2s")
+    frame = labels[True].to_frame(target.filenames)
+    assert "branch" in frame.columns
+    back = type(labels[True]).from_frame(frame)
+    np.testing.assert_array_equal(back.branch, labels[True].branch)
 
 
 # -------------------------------------------------------------------------------------------------- errors

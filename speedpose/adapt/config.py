@@ -33,6 +33,9 @@ class RefineConfig(ConfigModel):
     rotation_weight: float = Field(1.0, ge=0, description="weight of the SO(3) entropy (normalised by log N)")
     localisation_weight: float = Field(1.0, ge=0, description="weight of the heatmap entropy (normalised by "
                                        "log of the number of cells); crop models only")
+    keypoint_weight: float = Field(1.0, ge=0, description="weight of the keypoint heatmap entropy "
+                                   "(visibility-weighted mean over the keypoints, normalised by log of the number "
+                                   "of cells); crop networks with the keypoint head only")
     localiser: bool = Field(True, description="also refine the localiser's BatchNorm layers (crop models)")
     confident_quantile: float = Field(0.5, gt=0, le=1, description="an image contributes to the gradient only "
                                       "when its entropy is at or below this quantile of the entropies before "
@@ -57,6 +60,10 @@ class SelfTrainConfig(ConfigModel):
                                "augmented crops, stays within this angle [deg] on every copy")
     augmentations: int = Field(2, ge=0, description="augmented copies per image (photometric as in training + "
                                "in-plane rotation of the crop); 0 = no agreement check")
+    keypoint_gate: bool = Field(True, description="models whose pose_solver uses the keypoint head "
+                                "(kp_translation, fused): pseudo-label only images where the predicted keypoints "
+                                "agreed with the I2S rotation (the solver's inlier gate passed); no effect with "
+                                "the i2s solver")
     max_fraction: float = Field(0.5, gt=0, le=1, description="at most this fraction of the target images is "
                                 "pseudo-labelled per round (the most confident ones)")
     min_selected: int = Field(1, ge=1, description="stop (keep the current model) when fewer images pass")

@@ -6,15 +6,18 @@ weights and biases by gradient descent, their running statistics by the forward 
 other tensor of the model is left bit-identical (the other parameters have ``requires_grad`` off and no optimiser
 sees them; the rest of the network stays in eval mode, so the I2S projector uses all its points).
 
-Objective per batch of B target images (both terms in [0, 1], normalised by the entropy of the uniform
+Objective per batch of B target images (every term in [0, 1], normalised by the entropy of the uniform
 distribution)::
 
     L = w_rot * sum_b m_b H(softmax(f_b on the head's training grid)) / log N / B
       + w_loc * sum_b n_b H(softmax over the cells of the localiser heatmap_b) / log(h w) / B
+      + w_kp  * sum_b k_b [sum_j v_bj H(softmax over the cells of keypoint heatmap_bj) / sum_j v_bj] / log(h' w') / B
 
-with ``m_b`` / ``n_b`` = 1 only for confident images: entropy at or below the ``confident_quantile`` of the
-entropies measured before refinement (on ``calibration_images`` target images, as refinement sees them) and at or
-below ``max_entropy`` (``confident_quantile = 1`` and ``max_entropy = 1`` each mean no threshold).
+(the last term for crop networks with the keypoint head: ``v_bj`` is the predicted visibility probability of
+keypoint j, detached, so that off-frame keypoints do not pull), with ``m_b`` / ``n_b`` / ``k_b`` = 1 only for
+confident images: entropy at or below the ``confident_quantile`` of the entropies measured before refinement (on
+``calibration_images`` target images, as refinement sees them) and at or below ``max_entropy``
+(``confident_quantile = 1`` and ``max_entropy = 1`` each mean no threshold).
 BatchNorm statistics come from every image of a batch.  A fixed number of steps, a small learning rate and the
 synthetic check every ``check.every_steps`` steps guard against collapse: a state that fails the check is
 discarded, the last state that passed is kept and refinement stops.
@@ -98,18 +101,45 @@ def heatmap_entropy(heatmap_logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(dim=1) / math.log(flat.shape[1])
 
 
+def keypoint_entropy(kp_logits: torch.Tensor, kp_vis_logits: torch.Tensor) -> torch.Tensor:
+    """Visibility-weighted mean over the keypoints of the entropy of each heatmap's softmax over its cells,
+    divided by log(h w): (B, K, h, w), (B, K) -> (B,).  The visibility probabilities are detached weights."""
+    flat = kp_logits.float().flatten(2)
+    logp = torch.log_softmax(flat, dim=2)
+    h = -(logp.exp() * logp).sum(dim=2) / math.log(flat.shape[2])
+    v = torch.sigmoid(kp_vis_logits.detach().float())
+    return (h * v).sum(dim=1) / v.sum(dim=1).clamp_min(1e-6)
+
+
 def forward_target(model: PoseModel, split: PreprocessedSplit, indices: np.ndarray, kind: ModelKind,
-                   device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor]:
+                   device: torch.device) -> dict[str, torch.Tensor]:
     """The inference chain on target images, differentiable in the networks' outputs: the kind's network inputs
     (:meth:`~speedpose.pose.kinds.base.ModelKind.network_inputs`: for crop models the localiser and crops from its
     detached boxes, for fullimage models the resized frames), then ``model.net``.
 
     Returns:
-        (heatmap logits (B, 1, h, w), or None for a model without a localiser, I2S coefficients (B, n_coeffs)).
+        The normalised entropies (B,) of the terms this model has: ``rotation``; ``localisation`` (models with a
+        localiser); ``keypoints`` (networks with the keypoint head).
     """
     inp = kind.network_inputs(model, split, indices, device)
-    coeffs = model.net_outputs(inp.images_u8, device)["coeffs"]
-    return (None if inp.loc_out is None else inp.loc_out["heatmap_logits"]), coeffs
+    out = model.net_outputs(inp.images_u8, device)
+    h = {"rotation": rotation_entropy(model, out["coeffs"])}
+    if inp.loc_out is not None:
+        h["localisation"] = heatmap_entropy(inp.loc_out["heatmap_logits"])
+    if "kp_logits" in out:
+        h["keypoints"] = keypoint_entropy(out["kp_logits"], out["kp_vis_logits"])
+    return h
+
+
+def term_weights(model: PoseModel, rcfg: RefineConfig) -> dict[str, float]:
+    """The objective's terms for this model and settings, with their weights (a zero weight drops a term; the
+    localisation term also needs ``rcfg.localiser``)."""
+    w = {"rotation": rcfg.rotation_weight}
+    if model.localiser is not None and rcfg.localiser:
+        w["localisation"] = rcfg.localisation_weight
+    if getattr(model.net, "kp_head", None) is not None:
+        w["keypoints"] = rcfg.keypoint_weight
+    return {t: v for t, v in w.items() if v > 0}
 
 
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> np.ndarray:
@@ -129,8 +159,8 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> np.ndarray:
 @torch.no_grad()
 def entropy_thresholds(model: PoseModel, split: PreprocessedSplit, indices: np.ndarray, kind: ModelKind,
                        rcfg: RefineConfig, device: torch.device, batch_size: int) -> dict[str, float | None]:
-    """Confidence thresholds from the entropies before refinement: per term (``rotation``; ``localisation`` for
-    models with a localiser), the ``confident_quantile`` of the normalised entropies, capped at ``max_entropy``;
+    """Confidence thresholds from the entropies before refinement: per term of :func:`term_weights`, the
+    ``confident_quantile`` of the normalised entropies, capped at ``max_entropy``;
     None = no threshold (``confident_quantile = 1`` and ``max_entropy = 1``: every image counts, whatever its
     entropy).
 
@@ -138,7 +168,7 @@ def entropy_thresholds(model: PoseModel, split: PreprocessedSplit, indices: np.n
     ``batch_size`` (the last one filled up with the first calibration images, whose entropies count once); the
     running statistics are restored afterwards, so the model is unchanged.
     """
-    terms = ("rotation",) if model.localiser is None else ("rotation", "localisation")
+    terms = list(term_weights(model, rcfg))
     cap = rcfg.max_entropy if rcfg.max_entropy < 1.0 else None
     if rcfg.confident_quantile >= 1.0:
         return {t: cap for t in terms}  # no quantile: nothing to measure
@@ -150,10 +180,9 @@ def entropy_thresholds(model: PoseModel, split: PreprocessedSplit, indices: np.n
     h: dict[str, list[np.ndarray]] = {t: [] for t in terms}
     try:
         for start in range(0, len(padded), batch_size):
-            heat, coeffs = forward_target(model, split, padded[start:start + batch_size], kind, device)
-            h["rotation"].append(rotation_entropy(model, coeffs).cpu().numpy())
-            if heat is not None:
-                h["localisation"].append(heatmap_entropy(heat).cpu().numpy())
+            ent = forward_target(model, split, padded[start:start + batch_size], kind, device)
+            for t in terms:
+                h[t].append(ent[t].cpu().numpy())
     finally:
         model.load_state_dict(saved, strict=False)
         model.eval()
@@ -180,8 +209,8 @@ class RefineOutcome:
         steps_done: optimiser-step slots run (a slot without a confident image makes no step).
         kept_step: the step whose state the model holds at the end (0 = the source model).
         stopped: ``completed`` or ``check_failed`` (the last state that passed was restored).
-        thresholds: normalised-entropy thresholds of the confidence filter (``rotation``, ``localisation``; None
-            = no threshold).
+        thresholds: normalised-entropy thresholds of the confidence filter per term (``rotation``,
+            ``localisation``, ``keypoints``; None = no threshold).
         checks: ``{"step", "score", "passed"}`` per synthetic check (step 0 = before refinement).
         used: images that contributed to the gradient, summed over steps, per term.
         images_seen: target images forwarded (with repeats).
@@ -241,7 +270,7 @@ def refine(model: PoseModel, target: PreprocessedSplit, kind: ModelKind, rcfg: R
             checks.append({"step": 0, "score": before["score"], "passed": True})
         state = {"step": 0, "norm": norm_state(model, rcfg.localiser), "optimizer": opt.state_dict(),
                  "good": norm_state(model, rcfg.localiser), "good_step": 0, "thresholds": thresholds,
-                 "checks": checks, "used": {"rotation": 0, "localisation": 0}, "images_seen": 0,
+                 "checks": checks, "used": {t: 0 for t in thresholds}, "images_seen": 0,
                  "baseline": check.baseline, "metrics_before": before, "metrics_good": before, "stopped": None}
     else:
         state = dict(state)  # updated below: the caller's copy stays as it was
@@ -249,6 +278,7 @@ def refine(model: PoseModel, target: PreprocessedSplit, kind: ModelKind, rcfg: R
         opt.load_state_dict(state["optimizer"])
         check.baseline = state["baseline"]
     thresholds = state["thresholds"]
+    weights = term_weights(model, rcfg)
     used = dict(state["used"])
     seen = int(state["images_seen"])
     checks = list(state["checks"])
@@ -264,20 +294,16 @@ def refine(model: PoseModel, target: PreprocessedSplit, kind: ModelKind, rcfg: R
         while stopped is None and step < rcfg.steps:
             _enter_refine_mode(model, layers, rcfg.stats_momentum)
             idx = batch_indices(n, rcfg.batch_size, step, seed)
-            heat, coeffs = forward_target(model, target, idx, kind, device)
-            h_rot = rotation_entropy(model, coeffs)
-            m_rot = confident(h_rot, thresholds["rotation"])
-            loss = rcfg.rotation_weight * (h_rot * m_rot).sum() / len(idx)
-            scalars = {"rot_entropy": float(h_rot.detach().mean()), "used_rot": float(m_rot.sum())}
-            n_used = int(m_rot.sum())
-            if heat is not None and rcfg.localiser and "localisation" in thresholds:
-                h_loc = heatmap_entropy(heat)
-                m_loc = confident(h_loc, thresholds["localisation"])
-                loss = loss + rcfg.localisation_weight * (h_loc * m_loc).sum() / len(idx)
-                scalars.update(loc_entropy=float(h_loc.detach().mean()), used_loc=float(m_loc.sum()))
-                used["localisation"] += int(m_loc.sum())
-                n_used += int(m_loc.sum())
-            used["rotation"] += int(m_rot.sum())
+            ent = forward_target(model, target, idx, kind, device)
+            loss = torch.zeros((), device=device)
+            scalars: dict[str, float] = {}
+            n_used = 0
+            for t, w in weights.items():
+                m = confident(ent[t], thresholds[t])
+                loss = loss + w * (ent[t] * m).sum() / len(idx)
+                scalars.update({f"{t}_entropy": float(ent[t].detach().mean()), f"used_{t}": float(m.sum())})
+                used[t] = used.get(t, 0) + int(m.sum())
+                n_used += int(m.sum())
             seen += len(idx)
             opt.zero_grad(set_to_none=True)
             if n_used > 0 and loss.requires_grad:  # no confident image: statistics only, no (momentum) step
@@ -288,7 +314,7 @@ def refine(model: PoseModel, target: PreprocessedSplit, kind: ModelKind, rcfg: R
             if on_step is not None:
                 on_step(step, scalars)
             bar.update(1)
-            bar.set_postfix(loss=f"{scalars['loss']:.4g}", used=int(scalars["used_rot"]), refresh=False)
+            bar.set_postfix(loss=f"{scalars['loss']:.4g}", used=int(scalars.get("used_rotation", 0)), refresh=False)
             if step % check_every == 0 or step == rcfg.steps:
                 metrics = check.metrics(model) if check.enabled else None
                 passed = metrics is None or check.passes(metrics["score"])

@@ -8,8 +8,11 @@
 3. **Agreement across augmentations**: the rotation predicted again on crops of the same box with another in-plane
    rotation of the virtual camera and the training's photometric augmentation (mapped back to the camera frame),
    compared with the plain prediction; the largest angle over the copies.
+4. **Keypoint / I2S agreement** (models whose ``model.pose_solver`` uses the keypoint head): the pose's ``branch``;
+   with ``keypoint_gate``, only images where enough predicted keypoints agreed with the I2S rotation for the
+   keypoint solver to run (branch ``kp_translation`` or ``fused``; the pseudo-label is then that solver's pose).
 
-Images passing all three thresholds are ranked by confidence and at most ``max_fraction`` of the target images are
+Images passing all thresholds are ranked by confidence and at most ``max_fraction`` of the target images are
 kept.  Only images are read (the target split should be an :func:`~speedpose.adapt.targets.unlabelled_view`).
 """
 
@@ -45,6 +48,7 @@ class PseudoLabels:
         box_iou: (N,) IoU of the localiser box and the reprojected keypoint box (NaN for fullimage models).
         aug_deg: (N,) largest rotation change over the augmented copies [deg] (0 without copies).
         selected: (N,) bool, the pseudo-labelled images.
+        branch: (N,) how each pose was obtained (``i2s``, ``kp_translation``, ``fused``).
     """
 
     q_wxyz: np.ndarray
@@ -53,9 +57,10 @@ class PseudoLabels:
     box_iou: np.ndarray
     aug_deg: np.ndarray
     selected: np.ndarray
+    branch: np.ndarray
 
     COLUMNS = ("q_w", "q_x", "q_y", "q_z", "r_x_m", "r_y_m", "r_z_m", "confidence", "box_iou", "aug_deg",
-               "selected")
+               "selected", "branch")
 
     def to_frame(self, filenames: list[str]) -> pd.DataFrame:
         """One row per image: ``filename``, ``index``, the pose, the signals and ``selected``."""
@@ -65,14 +70,15 @@ class PseudoLabels:
         for j, c in enumerate(self.COLUMNS[4:7]):
             df[c] = self.r_cam_m[:, j]
         df["confidence"], df["box_iou"], df["aug_deg"] = self.confidence, self.box_iou, self.aug_deg
-        df["selected"] = self.selected
+        df["selected"], df["branch"] = self.selected, self.branch
         return df
 
     @classmethod
     def from_frame(cls, df: pd.DataFrame) -> "PseudoLabels":
         return cls(df[list(cls.COLUMNS[:4])].to_numpy(np.float64), df[list(cls.COLUMNS[4:7])].to_numpy(np.float64),
                    df["confidence"].to_numpy(np.float64), df["box_iou"].to_numpy(np.float64),
-                   df["aug_deg"].to_numpy(np.float64), df["selected"].to_numpy(bool))
+                   df["aug_deg"].to_numpy(np.float64), df["selected"].to_numpy(bool),
+                   df["branch"].to_numpy(str))
 
     @property
     def indices(self) -> np.ndarray:
@@ -141,12 +147,16 @@ def augmented_rotations(model: PoseModel, split, indices: np.ndarray, boxes_xyxy
     return out
 
 
-def select(confidence: np.ndarray, box_iou_: np.ndarray, aug_deg: np.ndarray, st: SelfTrainConfig) -> np.ndarray:
+def select(confidence: np.ndarray, box_iou_: np.ndarray, aug_deg: np.ndarray, st: SelfTrainConfig,
+           keypoints_agree: np.ndarray | None = None) -> np.ndarray:
     """(N,) bool: images passing every threshold of ``st``, at most ``max_fraction`` of N (highest confidence
-    first; ties by index).  A NaN IoU (no box) is not filtered."""
+    first; ties by index).  A NaN IoU (no box) is not filtered.  ``keypoints_agree``: (N,) bool, the keypoint
+    gate (None: no gate)."""
     n = len(confidence)
     iou_ok = np.isnan(box_iou_) | (np.nan_to_num(box_iou_, nan=0.0) >= st.min_box_iou)
     ok = (confidence >= st.min_confidence) & iou_ok & (aug_deg <= st.max_aug_deg) & np.isfinite(confidence)
+    if keypoints_agree is not None:
+        ok &= np.asarray(keypoints_agree, dtype=bool)
     keep = int(np.floor(st.max_fraction * n + 1e-9))
     cand = np.flatnonzero(ok)
     order = cand[np.lexsort((cand, -confidence[cand]))][:keep]
@@ -158,8 +168,8 @@ def select(confidence: np.ndarray, box_iou_: np.ndarray, aug_deg: np.ndarray, st
 def make_pseudo_labels(model: PoseModel, split, kind: ModelKind, st: SelfTrainConfig,
                        device: torch.device, seed: int, batch_size: int = 16, progress: bool = False
                        ) -> PseudoLabels:
-    """Predict every image of the unlabelled ``split`` with ``model`` of ``kind``, measure the three signals and
-    select (module docstring)."""
+    """Predict every image of the unlabelled ``split`` with ``model`` of ``kind``, measure the signals and select
+    (module docstring)."""
     idx = np.arange(len(split))
     pred = predict_split(model, split, idx, kind, device, batch_size=batch_size, progress=progress)
     iou = reprojection_iou(split.camera, pred.q_wxyz, pred.r_cam_m, pred.box_xyxy)
@@ -170,4 +180,7 @@ def make_pseudo_labels(model: PoseModel, split, kind: ModelKind, st: SelfTrainCo
     if st.augmentations:
         aug = np.degrees(geodesic_angle_matrix(R_aug, np.broadcast_to(R, R_aug.shape))).max(axis=0)
     conf = pred.confidence.astype(np.float64)
-    return PseudoLabels(pred.q_wxyz, pred.r_cam_m, conf, iou, aug, select(conf, iou, aug, st))
+    branch = pred.branch if pred.branch is not None else np.full(len(idx), "i2s")
+    solver = getattr(getattr(kind, "inference", None), "pose_solver", "i2s")  # crop kinds only
+    agree = branch != "i2s" if st.keypoint_gate and solver != "i2s" else None
+    return PseudoLabels(pred.q_wxyz, pred.r_cam_m, conf, iou, aug, select(conf, iou, aug, st, agree), branch)
