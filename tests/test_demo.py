@@ -51,7 +51,23 @@ def test_demo_runs_end_to_end(smoke_demo):
     for d in ("lightbox", "sunlamp"):
         assert s["submission_scores"][d]["score"] == pytest.approx(s["evaluation"][d]["metrics"]["score"], abs=1e-9)
     text = demo_stage.format_summary(s)
-    assert "mean(lightbox, sunlamp)" in text and "report" in text
+    assert "mean(lightbox, sunlamp)" in text and "report" in text and "adapted to" not in text
+
+
+def test_demo_with_adaptation(smoke_demo):
+    """--adapt: the trained run (reused) self-trained to each target domain, evaluated before and after."""
+    _, out, sizes = smoke_demo
+    s = demo_stage.run(out, 1.0, config="smoke", overrides=SMOKE, sizes=sizes, n_examples=0, n_distributions=0,
+                       adapt=True, adapt_overrides=["self_train.rounds=1", "train.max_steps=1", "check.images=1"],
+                       progress=False)
+    assert s["training"]["action"].startswith("reused")
+    assert set(s["adaptation"]) == {"lightbox", "sunlamp"}
+    for domain, a in s["adaptation"].items():
+        assert (Path(a["run_dir"]) / "adapt.json").is_file() and Path(a["report"]).is_file()
+        assert a["before"] == s["evaluation"][domain]["metrics"] and a["after"]["count"] == 2
+        assert a["synthetic_after"]["count"] == 2 and len(a["rounds"]) <= 1
+    text = demo_stage.format_summary(s)
+    assert "adapted to lightbox" in text and "adapted to sunlamp" in text
 
 
 def test_demo_rerun_reuses_the_cache(smoke_demo):
