@@ -173,7 +173,8 @@ def run(run_dir: Path, root: Path, domain: str, method: str, *, out: Path | None
                          state=state, on_checkpoint=lambda s: save_checkpoint(state_file, {"model": {}, "state": s}),
                          on_step=lambda step, m: log.log(step, 0, "adapt", m), progress=progress)
         log.close()
-        details = {"refine": outcome.to_dict(), "refinable_keys": refinable_keys(model, acfg.refine.localiser)}
+        details = {"refine": outcome.to_dict(), "refinable_keys": refinable_keys(model, acfg.refine.localiser,
+                                                                                   acfg.refine.encoder)}
         images_used = outcome.used
         before, after = outcome.metrics_before, outcome.metrics_after
     else:

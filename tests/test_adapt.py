@@ -21,7 +21,7 @@ from pipelines import evaluate as evaluate_stage
 from pipelines import preprocess as preprocess_stage
 from speedpose.adapt import norm_refine, self_training
 from speedpose.adapt.check import SyntheticCheck
-from speedpose.adapt.config import RefineConfig, SelfTrainConfig
+from speedpose.adapt.config import AdaptExperiment, RefineConfig, SelfTrainConfig
 from speedpose.adapt.norm_refine import (confident, entropy_thresholds, forward_target, keypoint_entropy, norm_state,
                                          refinable_keys, refine)
 from speedpose.adapt.pseudo_labels import make_pseudo_labels, reprojection_iou, select
@@ -196,6 +196,20 @@ def test_a_failed_synthetic_check_keeps_the_previous_state(smoke_run, tiny_prepa
     assert out.stopped == "check_failed" and out.kept_step == 0 and out.steps_done == 1
     assert all(torch.equal(start[k], v) for k, v in norm_state(model).items())
     assert refinable_keys(model) == list(start)
+
+
+def test_refine_of_the_localiser_only_leaves_the_crop_network_untouched(smoke_run, tiny_prepared):
+    loaded, target, check, rcfg = _refine_setup(smoke_run, tiny_prepared)
+    model = copy.deepcopy(loaded.model)
+    out = refine(model, target, loaded.kind, rcfg.model_copy(update={"encoder": False}), check, 1,
+                 torch.device("cpu"), seed=0, progress=False)
+    assert set(out.thresholds) == {"localisation"}
+    src, got = loaded.model.state_dict(), model.state_dict()
+    changed = [k for k in src if not torch.equal(src[k], got[k])]
+    assert changed and all(k.startswith("localiser.") for k in changed)
+    assert set(changed) <= set(refinable_keys(model, encoder=False))
+    with pytest.raises(ValueError, match="nothing to refine"):
+        AdaptExperiment(refine=RefineConfig(encoder=False, localiser=False))
 
 
 def test_calibration_batches_no_threshold_and_restored_momentum(smoke_run, tiny_prepared, monkeypatch):

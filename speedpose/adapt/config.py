@@ -37,6 +37,8 @@ class RefineConfig(ConfigModel):
                                    "(visibility-weighted mean over the keypoints, normalised by log of the number "
                                    "of cells); crop networks with the keypoint head only")
     localiser: bool = Field(True, description="also refine the localiser's BatchNorm layers (crop models)")
+    encoder: bool = Field(True, description="refine the BatchNorm layers of the pose network's encoder (false: "
+                          "the localiser's only, the crop network untouched)")
     confident_quantile: float = Field(0.5, gt=0, le=1, description="an image contributes to the gradient only "
                                       "when its entropy is at or below this quantile of the entropies before "
                                       "refinement (per term; 1 = every image, no threshold)")
@@ -51,7 +53,7 @@ class RefineConfig(ConfigModel):
 class SelfTrainConfig(ConfigModel):
     """Self-training on pseudo-labelled target images (``self_train:``)."""
 
-    rounds: int = Field(2, ge=1, description="label -> fine-tune rounds (labels are made again each round)")
+    rounds: int = Field(4, ge=1, description="label -> fine-tune rounds (labels are made again each round)")
     min_confidence: float = Field(0.2, ge=0, le=1, description="pseudo-label only images whose rotation "
                                   "confidence (mass within 15 deg of the mode) is at least this")
     min_box_iou: float = Field(0.6, ge=0, le=1, description="and whose localiser box overlaps the box of the "
@@ -76,7 +78,7 @@ class SelfTrainConfig(ConfigModel):
 class CheckConfig(ConfigModel):
     """The held-out synthetic check (``check:``): a guard against collapse."""
 
-    images: int = Field(16, ge=0, description="labelled synthetic/validation images scored before and after "
+    images: int = Field(64, ge=0, description="labelled synthetic/validation images scored before and after "
                         "(evenly spaced); 0 = no check")
     tolerance: float = Field(0.05, ge=0, description="largest allowed relative increase of their SPEED+ score "
                              "(no thresholds); a worse state is discarded and the previous one kept")
@@ -110,7 +112,9 @@ class AdaptExperiment(ExperimentConfig):
     check: CheckConfig = Field(default_factory=CheckConfig, description="held-out synthetic check")
 
     @model_validator(mode="after")
-    def _steps_per_round(self) -> "AdaptExperiment":
+    def _consistent(self) -> "AdaptExperiment":
+        if not (self.refine.encoder or self.refine.localiser):
+            raise ValueError("refine.encoder and refine.localiser are both false: nothing to refine")
         if self.train.max_steps is None:
             raise ValueError("train.max_steps is the number of fine-tuning steps per self-training round: set it")
         return self

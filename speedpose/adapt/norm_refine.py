@@ -50,31 +50,33 @@ _BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracke
 
 
 # ------------------------------------------------------------------------------------------- what may change
-def norm_layers(model: PoseModel, localiser: bool = True) -> list[tuple[str, _BatchNorm]]:
+def norm_layers(model: PoseModel, localiser: bool = True, encoder: bool = True) -> list[tuple[str, _BatchNorm]]:
     """The BatchNorm layers refinement may change, with their ``state_dict`` prefixes: those of the pose network's
-    encoder (``net.encoder``) and, when ``localiser`` and the model has one, of the localiser."""
-    roots: list[tuple[str, nn.Module]] = [("net.encoder", model.net.encoder)]
+    encoder (``net.encoder``) when ``encoder``, and those of the localiser when ``localiser`` and the model has
+    one."""
+    roots: list[tuple[str, nn.Module]] = [("net.encoder", model.net.encoder)] if encoder else []
     if localiser and model.localiser is not None:
         roots.append(("localiser", model.localiser))
     return [(f"{prefix}.{name}", m) for prefix, root in roots for name, m in root.named_modules()
             if isinstance(m, _BatchNorm)]
 
 
-def refinable_keys(model: PoseModel, localiser: bool = True) -> list[str]:
+def refinable_keys(model: PoseModel, localiser: bool = True, encoder: bool = True) -> list[str]:
     """``state_dict`` keys refinement may change (BatchNorm weight, bias and statistics); all others stay
     bit-identical."""
     sd = model.state_dict()
-    return [f"{name}.{k}" for name, _ in norm_layers(model, localiser) for k in _BN_KEYS if f"{name}.{k}" in sd]
+    return [f"{name}.{k}" for name, _ in norm_layers(model, localiser, encoder) for k in _BN_KEYS
+            if f"{name}.{k}" in sd]
 
 
-def norm_state(model: PoseModel, localiser: bool = True) -> dict[str, torch.Tensor]:
+def norm_state(model: PoseModel, localiser: bool = True, encoder: bool = True) -> dict[str, torch.Tensor]:
     """A copy of the refinable tensors."""
     sd = model.state_dict()
-    return {k: sd[k].detach().clone() for k in refinable_keys(model, localiser)}
+    return {k: sd[k].detach().clone() for k in refinable_keys(model, localiser, encoder)}
 
 
-def _norm_parameters(model: PoseModel, localiser: bool) -> list[nn.Parameter]:
-    return [p for _, m in norm_layers(model, localiser) for p in (m.weight, m.bias) if p is not None]
+def _norm_parameters(model: PoseModel, localiser: bool, encoder: bool) -> list[nn.Parameter]:
+    return [p for _, m in norm_layers(model, localiser, encoder) for p in (m.weight, m.bias) if p is not None]
 
 
 def _enter_refine_mode(model: PoseModel, layers: list[tuple[str, _BatchNorm]], momentum: float | None) -> None:
@@ -133,12 +135,14 @@ def forward_target(model: PoseModel, split: PreprocessedSplit, indices: np.ndarr
 
 def term_weights(model: PoseModel, rcfg: RefineConfig) -> dict[str, float]:
     """The objective's terms for this model and settings, with their weights (a zero weight drops a term; the
-    localisation term also needs ``rcfg.localiser``)."""
-    w = {"rotation": rcfg.rotation_weight}
+    rotation and keypoint terms need ``rcfg.encoder``, the localisation term ``rcfg.localiser``)."""
+    w = {}
+    if rcfg.encoder:  # the crop network's terms move only its encoder's layers
+        w["rotation"] = rcfg.rotation_weight
+        if getattr(model.net, "kp_head", None) is not None:
+            w["keypoints"] = rcfg.keypoint_weight
     if model.localiser is not None and rcfg.localiser:
         w["localisation"] = rcfg.localisation_weight
-    if getattr(model.net, "kp_head", None) is not None:
-        w["keypoints"] = rcfg.keypoint_weight
     return {t: v for t, v in w.items() if v > 0}
 
 
@@ -174,8 +178,8 @@ def entropy_thresholds(model: PoseModel, split: PreprocessedSplit, indices: np.n
         return {t: cap for t in terms}  # no quantile: nothing to measure
     indices = np.asarray(indices, dtype=np.int64)
     padded = np.resize(indices, -(-len(indices) // batch_size) * batch_size)  # cyclic fill-up
-    layers = norm_layers(model, rcfg.localiser)
-    saved = norm_state(model, rcfg.localiser)
+    layers = norm_layers(model, rcfg.localiser, rcfg.encoder)
+    saved = norm_state(model, rcfg.localiser, rcfg.encoder)
     _enter_refine_mode(model, layers, None)
     h: dict[str, list[np.ndarray]] = {t: [] for t in terms}
     try:
@@ -255,8 +259,8 @@ def refine(model: PoseModel, target: PreprocessedSplit, kind: ModelKind, rcfg: R
         A :class:`RefineOutcome`; the model holds the kept state, in eval mode.
     """
     n = len(target)
-    layers = norm_layers(model, rcfg.localiser)
-    params = _norm_parameters(model, rcfg.localiser)
+    layers = norm_layers(model, rcfg.localiser, rcfg.encoder)
+    params = _norm_parameters(model, rcfg.localiser, rcfg.encoder)
     if rcfg.optimizer == "adam":
         opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=rcfg.lr)
     else:
@@ -268,8 +272,8 @@ def refine(model: PoseModel, target: PreprocessedSplit, kind: ModelKind, rcfg: R
         before = check.set_baseline(model) if check.enabled else None
         if before is not None:
             checks.append({"step": 0, "score": before["score"], "passed": True})
-        state = {"step": 0, "norm": norm_state(model, rcfg.localiser), "optimizer": opt.state_dict(),
-                 "good": norm_state(model, rcfg.localiser), "good_step": 0, "thresholds": thresholds,
+        state = {"step": 0, "norm": norm_state(model, rcfg.localiser, rcfg.encoder), "optimizer": opt.state_dict(),
+                 "good": norm_state(model, rcfg.localiser, rcfg.encoder), "good_step": 0, "thresholds": thresholds,
                  "checks": checks, "used": {t: 0 for t in thresholds}, "images_seen": 0,
                  "baseline": check.baseline, "metrics_before": before, "metrics_good": before, "stopped": None}
     else:
@@ -321,12 +325,12 @@ def refine(model: PoseModel, target: PreprocessedSplit, kind: ModelKind, rcfg: R
                 if metrics is not None:
                     checks.append({"step": step, "score": metrics["score"], "passed": passed})
                 if passed:
-                    state["good"], state["good_step"] = norm_state(model, rcfg.localiser), step
+                    state["good"], state["good_step"] = norm_state(model, rcfg.localiser, rcfg.encoder), step
                     state["metrics_good"] = metrics
                 else:
                     model.load_state_dict(state["good"], strict=False)
                     stopped = "check_failed"
-                state.update(step=step, norm=norm_state(model, rcfg.localiser), optimizer=opt.state_dict(),
+                state.update(step=step, norm=norm_state(model, rcfg.localiser, rcfg.encoder), optimizer=opt.state_dict(),
                              checks=list(checks), used=dict(used), images_seen=seen, stopped=stopped)
                 if on_checkpoint is not None:
                     on_checkpoint(state)
