@@ -101,6 +101,8 @@ def main() -> None:
     prep = args.prep or root.parent / (root.name + "-prep")
     if not (root / "camera.json").is_file():
         raise SystemExit(f"{root}: no SPEED+ root (run tools/bench_learning.py --prepare-only, or pass --data)")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parent).stdout.strip()  # the code that adapts: before
     source = {d: evaluate_once(args.run, root, prep, d, args.checkpoint, args.out / "source" / d)
               for d in ("synthetic", *args.domains)}
     results = []
@@ -129,8 +131,6 @@ def main() -> None:
                   f"{row['adapt_s_per_1000']} s per 1,000 images", flush=True)
             for pl in row.get("pseudo_labels", []):
                 print(f"    {pl}")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parent).stdout.strip()
     out = args.out / args.name / "bench_adapt.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"run": str(args.run), "checkpoint": args.checkpoint, "overrides": args.overrides,

@@ -155,6 +155,8 @@ def main() -> None:
         raise SystemExit(f"{run_dir} holds a finished run: choose another --name or delete it")
     overrides = [*args.overrides, ("data.prep_dir", prep), ("train.max_train_time_min", args.minutes),
                  ("train.val_every_min", args.every), ("data.val_limit", args.val_limit)]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parent).stdout.strip()  # the code that trains: before
     t0 = time.monotonic()
     summary = train.run(root, args.config, overrides, out=out, name=name, resume=(run_dir / "last.pt").exists())
     train_wall = time.monotonic() - t0
@@ -165,8 +167,6 @@ def main() -> None:
                            progress=False)
         final[domain] = rep["metrics"]
     curve = read_curve(Path(summary.run_dir))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parent).stdout.strip()
     record = {"name": name, "config": str(cfg_path), "overrides": list(args.overrides), "minutes": args.minutes,
               "curve": curve, "final": final, "steps": summary.global_step, "stopped": summary.stopped,
               "train_wall_s": round(train_wall, 1), "threads": torch.get_num_threads(), "data": str(root),
