@@ -330,8 +330,9 @@ def refine(model: PoseModel, target: PreprocessedSplit, kind: ModelKind, rcfg: R
                 else:
                     model.load_state_dict(state["good"], strict=False)
                     stopped = "check_failed"
-                state.update(step=step, norm=norm_state(model, rcfg.localiser, rcfg.encoder), optimizer=opt.state_dict(),
-                             checks=list(checks), used=dict(used), images_seen=seen, stopped=stopped)
+                state.update(step=step, norm=norm_state(model, rcfg.localiser, rcfg.encoder),
+                             optimizer=opt.state_dict(), checks=list(checks), used=dict(used), images_seen=seen,
+                             stopped=stopped)
                 if on_checkpoint is not None:
                     on_checkpoint(state)
     finally:
