@@ -4,6 +4,8 @@ fallback when too few keypoints are confident."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -167,7 +169,7 @@ def test_evaluate_reports_the_keypoints_of_a_keypoint_model(tiny_prepared, tmp_p
     df = pd.read_csv(tmp_path / "eval" / "per_image.csv")
     assert {"kp_err_px", "kp_confident", "branch"} <= set(df.columns)
     assert (df["kp_confident"] == 11).all() and np.isfinite(df["kp_err_px"]).all() and (df["kp_err_px"] >= 0).all()
-    assert set(df["branch"]) <= {"i2s", "kp_translation", "fused"}
+    assert set(df["branch"]) <= {"i2s", "kp_translation", "fused", "kp_translation_alt", "fused_alt"}
     assert (tmp_path / "eval" / rep["files"]["worst"][0]).is_file()
     # a re-run reads the keypoints back from the inference cache, predicting nothing again
     import speedpose.pose.split_inference as split_inference
@@ -179,3 +181,52 @@ def test_evaluate_reports_the_keypoints_of_a_keypoint_model(tiny_prepared, tmp_p
     evaluate_stage.run(tmp_path / "kp", root, "lightbox", prep_dir=prep, out=tmp_path / "eval", n_examples=1,
                        n_distributions=0, progress=False)
     assert pd.read_csv(tmp_path / "eval" / "per_image.csv")["kp_err_px"].tolist() == df["kp_err_px"].tolist()
+
+
+def test_the_flip_hypothesis_is_taken_when_the_keypoints_explain_it():
+    """The I2S mode is the 180-deg flip of the true rotation; the keypoints of the true pose: with the true rotation
+    among the hypotheses it wins (branch fused_alt) and the pose is exact; when the keypoints agree with the mode,
+    the mode stays, and a hypothesis far below in density loses to an equally supported mode."""
+    from speedpose.pose.keypoints import solve_pose_from_keypoints
+
+    vc, R, r, R_virt, r_virt, uv = _crop_case(4)
+    flip = R_virt @ _rot([0, 0, 1], 180)
+    conf = np.ones((1, 11))
+    R_out, r_out, branch = solve_pose_from_keypoints(uv[None], conf, flip[None], np.zeros((1, 3)), [vc], "fused",
+                                                     0.3, R_alt=R_virt[None, None], alt_gap=np.array([[-2.0]]))
+    assert branch[0] == "fused_alt"
+    np.testing.assert_allclose(R_out[0], R_virt, atol=1e-6)
+    np.testing.assert_allclose(r_out[0], r, atol=1e-6)
+    # the keypoints of the mode's own pose: the mode is kept
+    uv_flip = vc.project(KP @ flip.T + r_virt)
+    _, _, branch = solve_pose_from_keypoints(uv_flip[None], conf, flip[None], np.zeros((1, 3)), [vc], "fused",
+                                             0.3, R_alt=R_virt[None, None], alt_gap=np.array([[-2.0]]))
+    assert branch[0] == "fused"
+    # no alternative (NaN gap) or none given: today's single-hypothesis result
+    _, _, branch = solve_pose_from_keypoints(uv[None], conf, flip[None], np.zeros((1, 3)), [vc], "fused", 0.3,
+                                             R_alt=R_virt[None, None], alt_gap=np.array([[np.nan]]))
+    assert branch[0] == "i2s"
+
+
+def test_rotation_alternatives_are_separated_modes_with_their_density_gaps():
+    """A distribution with two bumps (a rotation and its 180-deg flip, the second weaker): the alternative is the
+    flip, to the grid's resolution, with a negative gap; cells near the mode are skipped."""
+    from speedpose.geometry.rotations import geodesic_angle_matrix
+    from speedpose.models.i2s.grid_signal import SO3GridSignal
+    from speedpose.pose.orientation import rotation_alternatives, rotation_mode
+
+    grid = SO3GridSignal(level=2, lmax=6)
+    head = torch.nn.Module()
+    head.grid = grid
+    Ra = torch.tensor(_rot([0.3, 1, 0.2], 40), dtype=torch.float32)
+    Rb = Ra @ torch.tensor(_rot([0, 0, 1], 180), dtype=torch.float32)
+    # least-squares coefficients of a signal peaked at Ra (height 6) and Rb (height 4) on the grid
+    ang_a = geodesic_angle_matrix(grid.rotations, Ra[None].expand_as(grid.rotations))
+    ang_b = geodesic_angle_matrix(grid.rotations, Rb[None].expand_as(grid.rotations))
+    target = 6 * torch.exp(-(ang_a / 0.4) ** 2) + 4 * torch.exp(-(ang_b / 0.4) ** 2)
+    coeffs = torch.linalg.lstsq(grid.wigner.T, target[:, None]).solution.T  # (1, n_coeffs)
+    R_mode, _ = rotation_mode(head, coeffs, 2)
+    assert float(geodesic_angle_matrix(R_mode, Ra[None])) < math.radians(8)
+    R_alt, gap = rotation_alternatives(head, coeffs, R_mode, k=1)
+    assert gap[0, 0] < 0
+    assert float(geodesic_angle_matrix(torch.from_numpy(R_alt[0, 0]), Rb.double())) < math.radians(10)

@@ -95,6 +95,10 @@ class KeypointConfig(ConfigModel):
                              "are dropped (a keypoint on the wrong corner of the near-symmetric body)")
     min_inliers: int = Field(4, ge=3, le=11, description="inference: fewer inliers than this -> the I2S rotation and "
                              "the regressed translation are kept (branch i2s)")
+    hypotheses: int = Field(3, ge=1, le=8, description="inference: rotations the keypoint solvers try: the I2S mode "
+                            "and hypotheses - 1 other modes of its distribution (30 deg apart or more, e.g. the "
+                            "near-symmetric flip); the one explaining the most keypoints, less 1 inlier per nat of "
+                            "density below the mode, wins (branch *_alt when not the mode)")
 
 
 class ModelConfig(ConfigModel):
@@ -130,7 +134,7 @@ class ModelConfig(ConfigModel):
         "explains (inliers: keypoints.inlier_px; weighted least squares) | fused = then a Levenberg-Marquardt PnP "
         "refinement of both, kept when it lowers the reprojection error and stays within 15 deg of the I2S "
         "rotation; images with fewer than keypoints.min_inliers inliers fall back to i2s (per_image.csv says which "
-        "branch each image took)")
+        "branch each image took; *_alt: another mode of the I2S distribution, keypoints.hypotheses, won)")
     refine_passes: int = Field(0, ge=0, le=3, description="crop model inference: crop again this many times around "
                                "the keypoint box of the pose just predicted (corrects the localiser's box; one more "
                                "crop-network forward each)")

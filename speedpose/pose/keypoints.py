@@ -223,11 +223,18 @@ def keypoint_inliers(R_virt: np.ndarray, uv: np.ndarray, weights: np.ndarray, K:
 
 def solve_pose_from_keypoints(uv: np.ndarray, conf: np.ndarray, R_virt: np.ndarray, r_cam_m: np.ndarray,
                               cameras: list[VirtualCamera], pose_solver: Literal["kp_translation", "fused"],
-                              min_confidence: float, inlier_px: float = 6.0,
-                              min_inliers: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                              min_confidence: float, inlier_px: float = 6.0, min_inliers: int = 4,
+                              R_alt: np.ndarray | None = None, alt_gap: np.ndarray | None = None,
+                              nats_per_inlier: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``model.pose_solver`` kp_translation / fused for a batch of B crops: per crop, the confident keypoints that
     the I2S rotation explains within ``inlier_px`` (:func:`keypoint_inliers`) give the translation, and with
     ``fused`` the pose refined by :func:`refine_pose`.
+
+    With other modes of the I2S distribution (``R_alt``, e.g. the near-symmetric flip), each candidate rotation is
+    scored by the confidence-weighted count of the keypoints it explains minus what the I2S density says against
+    it (``-alt_gap / nats_per_inlier``: a mode 2 nats below the best needs 2 more inliers' worth); the best
+    candidate with at least ``min_inliers`` inliers is solved (branch ``fused_alt`` / ``kp_translation_alt`` when
+    it is not the mode).
 
     Args:
         uv, conf: (B, 11, 2) decoded keypoints [crop px] and (B, 11) their confidences (:func:`decode_heatmaps`).
@@ -237,24 +244,40 @@ def solve_pose_from_keypoints(uv: np.ndarray, conf: np.ndarray, R_virt: np.ndarr
         pose_solver: ``kp_translation`` (the translation from the keypoints for the I2S rotation) or ``fused``.
         min_confidence: keypoints below this confidence are not used.
         inlier_px, min_inliers: the inlier gate [crop px]; fewer inliers than ``min_inliers`` keep the I2S pose.
+        R_alt, alt_gap: (B, k, 3, 3) other modes in the virtual cameras and (B, k) their log-density gaps
+            [nats, <= 0; NaN: none] (:func:`~speedpose.pose.orientation.rotation_alternatives`); None: the mode only.
+        nats_per_inlier: the exchange rate between the density gap and the keypoint support.
     Returns:
-        (R_virt (B, 3, 3), r_cam_m (B, 3), branch (B,) ``i2s`` | ``kp_translation`` | ``fused``): the inputs kept
-        (branch ``i2s``) where there are too few inliers or the solution is degenerate.
+        (R_virt (B, 3, 3), r_cam_m (B, 3), branch (B,) ``i2s`` | ``kp_translation`` | ``fused`` |
+        ``kp_translation_alt`` | ``fused_alt``): the inputs kept (branch ``i2s``) where there are too few inliers or
+        the solution is degenerate.
     """
     R_out, r_out = R_virt.copy(), r_cam_m.copy()
-    branch = np.full(len(R_virt), "i2s", dtype="<U14")
+    branch = np.full(len(R_virt), "i2s", dtype="<U18")
     for b, vc in enumerate(cameras):
-        w = np.where(conf[b] >= min_confidence, conf[b], 0.0)
-        if (w > 0).sum() < min_inliers:
+        w0 = np.where(conf[b] >= min_confidence, conf[b], 0.0)
+        if (w0 > 0).sum() < min_inliers:
             continue
-        t_virt, w = keypoint_inliers(R_virt[b], uv[b], w, vc.K, inlier_px)
-        if t_virt is None or (w > 0).sum() < min_inliers:
+        candidates = [(R_virt[b], 0.0, "")]
+        if R_alt is not None and alt_gap is not None:
+            candidates += [(R_alt[b, j], float(alt_gap[b, j]), "_alt") for j in range(R_alt.shape[1])
+                           if np.isfinite(alt_gap[b, j])]
+        best = None
+        for R_c, gap, tag in candidates:
+            t_c, w_c = keypoint_inliers(R_c, uv[b], w0, vc.K, inlier_px)
+            if t_c is None or (w_c > 0).sum() < min_inliers:
+                continue
+            score = float(w_c.sum()) + gap / nats_per_inlier
+            if best is None or score > best[0]:
+                best = (score, R_c, t_c, w_c, tag)
+        if best is None:
             continue
-        R_b, branch[b] = R_virt[b], "kp_translation"
+        _, R_b, t_virt, w, tag = best
+        branch[b] = "kp_translation" + tag
         if pose_solver == "fused":
-            refined = refine_pose(R_virt[b], t_virt, TANGO_KP, uv[b], w, vc.K)
+            refined = refine_pose(R_b, t_virt, TANGO_KP, uv[b], w, vc.K)
             if refined is not None:
-                (R_b, t_virt), branch[b] = refined, "fused"
+                (R_b, t_virt), branch[b] = refined, "fused" + tag
         R_out[b], r_out[b] = R_b, vc.pose_from_virtual(R_b, t_virt)[1]
     return R_out, r_out, branch
 

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 
-from speedpose.models.i2s import I2SHead, predict_mode
+from speedpose.geometry.rotations import matrix_to_quat_wxyz
+from speedpose.models.i2s import I2SHead, predict_mode, refine_mode
+
+#: grid cells (highest logits first) searched for the other modes
+ALTERNATIVE_POOL = 256
 
 
 @torch.no_grad()
@@ -17,3 +24,46 @@ def rotation_mode(head: I2SHead, coeffs: torch.Tensor, level: int) -> tuple[torc
         (R (B, 3, 3) float32, confidence (B,) in [0, 1]).
     """
     return predict_mode(coeffs, level=max(level, head.grid.level), grid=head.grid)
+
+
+@torch.no_grad()
+def rotation_alternatives(head: I2SHead, coeffs: torch.Tensor, R_mode: torch.Tensor, k: int,
+                          min_separation_deg: float = 30.0) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``k`` other modes of each distribution: greedily, the highest cells of the head's training grid that
+    lie at least ``min_separation_deg`` from the mode and from each other (among its :data:`ALTERNATIVE_POOL` best
+    cells), each refined on SO(3) (for the near-symmetric Tango, typically the 180-deg flip of the body).
+
+    Args:
+        coeffs: (B, n_coeffs); R_mode: (B, 3, 3) the modes (:func:`rotation_mode`).
+    Returns:
+        (R (B, k, 3, 3) float64, gap (B, k): the alternative's grid logit minus the best grid logit [nats, <= 0];
+        NaN rows where fewer than ``k`` cells are far enough).
+    """
+    grid = head.grid
+    logits = grid.logits(coeffs).float()
+    top_val, top_idx = logits.topk(min(ALTERNATIVE_POOL, logits.shape[1]), dim=1)
+    q_grid = grid.quats_wxyz.float()
+    q_mode = matrix_to_quat_wxyz(R_mode.detach().float().to(q_grid.device))
+    cos_half = math.cos(math.radians(min_separation_deg) / 2)  # |<q1, q2>| = cos(angle / 2)
+    B = coeffs.shape[0]
+    R = np.full((B, k, 3, 3), np.nan)
+    gap = np.full((B, k), np.nan)
+    picks: list[tuple[int, int, int]] = []  # (b, slot, grid cell)
+    for b in range(B):
+        taken = [q_mode[b]]
+        for val, idx in zip(top_val[b].tolist(), top_idx[b].tolist()):
+            q = q_grid[idx]
+            if all(abs(float(q @ t)) < cos_half for t in taken):
+                slot = len(taken) - 1
+                picks.append((b, slot, idx))
+                gap[b, slot] = val - float(top_val[b, 0])
+                taken.append(q)
+                if slot + 1 == k:
+                    break
+    if picks:
+        rows = torch.tensor([b for b, _, _ in picks], device=coeffs.device)
+        start = grid.rotations[torch.tensor([i for _, _, i in picks], device=grid.rotations.device)]
+        refined = refine_mode(coeffs[rows], start.to(coeffs.device).float()).double().cpu().numpy()
+        for (b, slot, _), Rb in zip(picks, refined):
+            R[b, slot] = Rb
+    return R, gap

@@ -34,7 +34,7 @@ from speedpose.pose.kinds.base import BatchPoses, ModelKind, NetworkInputs
 from speedpose.pose.localiser import Localiser, boxes_to_full, decode_boxes, localisation_loss, make_targets
 from speedpose.pose.metrics import pose_metrics
 from speedpose.pose.model import PoseModel, build_pose_net, rotation_loss, unwrap
-from speedpose.pose.orientation import rotation_mode
+from speedpose.pose.orientation import rotation_alternatives, rotation_mode
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class CropInference:
         kp_min_confidence: keypoints below this confidence are not used (``model.keypoints.min_confidence``).
         kp_inlier_px, kp_min_inliers: the inlier gate [crop px] and the fewest inliers of the keypoint solvers
             (``model.keypoints.inlier_px``, ``model.keypoints.min_inliers``).
+        kp_hypotheses: rotations the keypoint solvers try, the I2S mode first (``model.keypoints.hypotheses``).
     """
 
     spec: CropSpec
@@ -61,6 +62,7 @@ class CropInference:
     kp_min_confidence: float = 0.3
     kp_inlier_px: float = 6.0
     kp_min_inliers: int = 4
+    kp_hypotheses: int = 3
 
 
 def localise_and_crop(model: PoseModel, split, indices, spec: CropSpec, loc_size: tuple[int, int],
@@ -138,7 +140,7 @@ class CropKind(ModelKind):
         return cls(networks=m, sampling=CropSampling(spec, loc_size, d.loc_fraction, cfg.augment),
                    inference=CropInference(spec, loc_size, m.i2s.infer_level, m.refine_passes, m.pose_solver,
                                            m.keypoints.min_confidence, m.keypoints.inlier_px,
-                                           m.keypoints.min_inliers),
+                                           m.keypoints.min_inliers, m.keypoints.hypotheses),
                    weights=cfg.loss, crop_set=d.crop_set or None)
 
     @property
@@ -211,6 +213,10 @@ class CropKind(ModelKind):
                                           boxes_xyxy=refined_boxes(split.camera, R, r, inp.box_xyxy))
             net_out = model.net_outputs(inp.images_u8, device)
             R_virt, conf = rotation_mode(model.net.head, net_out["coeffs"], inf.infer_level)
+            R_alt = alt_gap = None
+            if "kp_logits" in net_out and inf.pose_solver != "i2s" and inf.kp_hypotheses > 1:
+                R_alt, alt_gap = rotation_alternatives(model.net.head, net_out["coeffs"], R_virt,
+                                                       inf.kp_hypotheses - 1)
             R_virt = R_virt.double().cpu().numpy()
             t = net_out["t"].double().cpu().numpy()
             r = np.stack([decode_translation(vc, tk, inf.spec) for vc, tk in zip(inp.cameras, t)])
@@ -221,7 +227,7 @@ class CropKind(ModelKind):
                 if inf.pose_solver != "i2s":
                     R_virt, r, branch = solve_pose_from_keypoints(
                         kp_virt, kp_conf, R_virt, r, inp.cameras, inf.pose_solver, inf.kp_min_confidence,
-                        inf.kp_inlier_px, inf.kp_min_inliers)
+                        inf.kp_inlier_px, inf.kp_min_inliers, R_alt, alt_gap)
                 kp_uv = np.stack([vc.virtual_to_real_pixels(split.camera, k) for vc, k in zip(inp.cameras, kp_virt)])
             R = inp.R_cam_virt @ R_virt
         return BatchPoses(R, r, conf.float().cpu().numpy(), loc_box, loc_score, inp.R_cam_virt, branch,
