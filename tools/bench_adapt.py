@@ -27,10 +27,7 @@ from pathlib import Path
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_learning import _cache_dir  # noqa: E402  (the tools folder is not a package)
-
-KEYS = ("score", "e_r_median_deg", "e_t_median_m", "loc_iou", "acc@10")
-
+from bench_learning import default_root  # noqa: E402  (the tools folder is not a package)
 
 def evaluate_once(run_dir: Path, root: Path, prep: Path, domain: str, checkpoint: str, out: Path) -> dict:
     """The metrics of ``run_dir`` on ``domain`` (synthetic: validation), read back when ``out`` holds them."""
@@ -97,7 +94,7 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    root = args.data or _cache_dir() / "standin-v2-1000-200-100-seed0"
+    root = args.data or default_root()
     prep = args.prep or root.parent / (root.name + "-prep")
     if not (root / "camera.json").is_file():
         raise SystemExit(f"{root}: no SPEED+ root (run tools/bench_learning.py --prepare-only, or pass --data)")

@@ -43,14 +43,20 @@ def _cache_dir() -> Path:
     return Path(base) / "bench-learning"
 
 
+def default_root(frames: int = 1000, val: int = 200, test: int = 100, seed: int = 0) -> Path:
+    """The cached stand-in of these sizes (the renderer's format version in the name)."""
+    from pipelines import synth
+
+    return _cache_dir() / f"standin-v{synth.FORMAT_VERSION}-{frames}-{val}-{test}-seed{seed}"
+
+
 def prepare_data(args, cfg) -> tuple[Path, Path]:
     """Render (once) and preprocess the stand-in; render the config's crop set when it names one."""
     from pipelines import preprocess, synth, synth_crops
     from speedpose.pose.kinds import model_kind
     from speedpose.pose.task import resolve_crop_set
 
-    root = Path(args.data) if args.data else _cache_dir() / (
-        f"standin-v{synth.FORMAT_VERSION}-{args.frames}-{args.val}-{args.test}-seed{args.seed}")
+    root = Path(args.data) if args.data else default_root(args.frames, args.val, args.test, args.seed)
     synth.run(root, args.frames, args.val, args.test, args.test, seed=args.seed, progress=True)
     prep = root.parent / (root.name + "-prep")
     preprocess.run(root, out=prep, progress=True)

@@ -283,6 +283,4 @@ def solve_pose_from_keypoints(uv: np.ndarray, conf: np.ndarray, R_virt: np.ndarr
 
 
 __all__ = ["HEATMAP_STRIDE", "KeypointHead", "N_KEYPOINTS", "cell_centres", "decode_heatmaps", "keypoint_inliers",
-           "keypoint_loss",
-           "refine_pose", "reprojection_px", "solve_pose_from_keypoints",
-           "translation_from_keypoints"]
+           "keypoint_loss", "refine_pose", "reprojection_px", "solve_pose_from_keypoints", "translation_from_keypoints"]

@@ -48,17 +48,19 @@ def rotation_alternatives(head: I2SHead, coeffs: torch.Tensor, R_mode: torch.Ten
     B = coeffs.shape[0]
     R = np.full((B, k, 3, 3), np.nan)
     gap = np.full((B, k), np.nan)
+    q_top = q_grid[top_idx]  # (B, P, 4)
+    near_mode = ((q_top @ q_mode[:, :, None]).squeeze(2).abs() >= cos_half).cpu().numpy()  # (B, P)
+    near = ((q_top @ q_top.transpose(1, 2)).abs() >= cos_half).cpu().numpy()  # (B, P, P)
+    top_val, top_idx = top_val.cpu().numpy(), top_idx.cpu().numpy()
     picks: list[tuple[int, int, int]] = []  # (b, slot, grid cell)
     for b in range(B):
-        taken = [q_mode[b]]
-        for val, idx in zip(top_val[b].tolist(), top_idx[b].tolist()):
-            q = q_grid[idx]
-            if all(abs(float(q @ t)) < cos_half for t in taken):
-                slot = len(taken) - 1
-                picks.append((b, slot, idx))
-                gap[b, slot] = val - float(top_val[b, 0])
-                taken.append(q)
-                if slot + 1 == k:
+        taken: list[int] = []  # positions in the top list
+        for j in np.flatnonzero(~near_mode[b]):
+            if not near[b, j, taken].any():
+                picks.append((b, len(taken), int(top_idx[b, j])))
+                gap[b, len(taken)] = top_val[b, j] - top_val[b, 0]
+                taken.append(j)
+                if len(taken) == k:
                     break
     if picks:
         rows = torch.tensor([b for b, _, _ in picks], device=coeffs.device)
