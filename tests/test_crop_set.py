@@ -154,6 +154,41 @@ def test_samples_and_batches(small_set, tiny_prepared, smoke_cfg_64):
     wrong = cfg.model_copy(update={"data": cfg.data.model_copy(update={"crop_size": 96})})
     with pytest.raises(InputError, match="crop set of 64 px"):
         CropSetSamples(cs, np.arange(len(cs)), frames, np.arange(len(frames)), model_kind(wrong).sampling)
+    jitter = cfg.model_copy(update={"augment": cfg.augment.model_copy(update={"box_scale": (1.0, 1.2)})})
+    with pytest.raises(InputError, match="augment.box_scale"):
+        CropSetSamples(cs, np.arange(len(cs)), frames, np.arange(len(frames)), model_kind(jitter).sampling)
+
+
+def test_inference_frames_crops_like_the_average_training_crop(tiny_prepared, smoke_cfg_64):
+    """Inference scales each box by the mean of the training box jitter (data.infer_box_scale overrides it); the crop
+    is taken around the scaled box, and the reported box stays the one that was given."""
+    from speedpose.data.loader import open_split
+    from speedpose.pose.crops import jitter_box, scale_boxes
+    from speedpose.pose.kinds.crop import localise_and_crop
+
+    root, prep = tiny_prepared
+    kind = model_kind(smoke_cfg_64)
+    spec = kind.inference.spec
+    box = np.array([700.0, 400.0, 1000.0, 600.0])
+    rng = np.random.default_rng(0)
+    sides = np.array([np.ptp(jitter_box(box, rng, spec, tuple(smoke_cfg_64.augment.box_scale))[[0, 2]])
+                      for _ in range(4000)]) / 300.0
+    assert kind.inference.box_scale == pytest.approx(sides.mean(), abs=0.005)
+    assert kind.inference.box_scale != 1.0  # the default jitter is not centred on the localiser's box
+    fixed = smoke_cfg_64.model_copy(update={"data": smoke_cfg_64.data.model_copy(update={"infer_box_scale": 1.0})})
+    assert model_kind(fixed).inference.box_scale == 1.0
+
+    split = open_split(prep, "synthetic", "validation", root=root)
+    torch.manual_seed(0)
+    model = kind.build_model()
+    inp = kind.network_inputs(model, split, np.array([0]), torch.device("cpu"), boxes_xyxy=box[None])
+    np.testing.assert_array_equal(inp.box_xyxy[0], box)
+    expected = crop_camera(split.camera, scale_boxes(box, kind.inference.box_scale), spec)
+    assert inp.cameras[0].focal_px == pytest.approx(expected.focal_px, rel=1e-12)
+    plain = localise_and_crop(model, split, np.array([0]), spec, kind.inference.loc_size, torch.device("cpu"),
+                              boxes_xyxy=box[None])
+    # (angles, not pixels, set the focal length: the ratio is the scale to within perspective and distortion)
+    assert plain.cameras[0].focal_px / inp.cameras[0].focal_px == pytest.approx(kind.inference.box_scale, rel=1e-3)
 
 
 def test_training_step_without_localiser_samples(small_set, tiny_prepared, smoke_cfg_64):

@@ -5,7 +5,7 @@ import pytest
 
 from speedpose.camera import speedplus_camera
 from speedpose.geometry.rotations import random_rotation_matrices
-from speedpose.pose.crops import CropSpec, crop_camera, decode_translation, encode_translation, jitter_box
+from speedpose.pose.crops import CropSpec, crop_camera, decode_translation, encode_translation, jitter_box, scale_boxes
 from speedpose.tango import keypoint_box, tango_keypoints_body
 
 CAM = speedplus_camera()
@@ -56,6 +56,14 @@ def test_box_jitter_keeps_the_target_inside_the_crop():
         vc = crop_camera(CAM, jb, SPEC)
         p = vc.real_to_virtual_pixels(CAM, uv)
         assert (p > -0.5).all() and (p < 223.5).all(), (k, p.min(), p.max())
+
+
+def test_scale_boxes_keeps_the_centre():
+    b = np.array([[10.0, 20.0, 50.0, 40.0], [0.0, 0.0, 2.0, 4.0]])
+    s = scale_boxes(b, 1.5)
+    np.testing.assert_allclose(s[0], [0.0, 15.0, 60.0, 45.0])
+    np.testing.assert_allclose((s[:, :2] + s[:, 2:]) / 2, (b[:, :2] + b[:, 2:]) / 2)
+    np.testing.assert_allclose(s[:, 2:] - s[:, :2], 1.5 * (b[:, 2:] - b[:, :2]))
 
 
 def test_jitter_changes_the_box():

@@ -41,6 +41,11 @@ class DataConfig(ConfigModel):
     loc_fraction: float = Field(1.0, gt=0, le=1, description="crop model only: share of the training samples that "
                                 "also train the localiser (drawn per sample; the localiser sees the whole frame "
                                 "and costs more per image than the crop network)")
+    infer_box_scale: Optional[float] = Field(None, ge=0.5, le=2.0, description="crop model only: at inference "
+                                             "the box (the localiser's, or a given one) is scaled by this before "
+                                             "cropping; null = the centre of augment.box_scale, the framing of the "
+                                             "average training crop (the keypoints and translation are most "
+                                             "accurate there)")
 
 
 class I2SConfig(ConfigModel):

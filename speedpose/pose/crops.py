@@ -88,7 +88,6 @@ def jitter_box(box_xyxy: np.ndarray, rng: np.random.Generator, spec: CropSpec,
         (4,) jittered box [px].
     """
     x0, y0, x1, y1 = np.asarray(box_xyxy, dtype=np.float64)
-    c = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
     side = np.array([x1 - x0, y1 - y0])
     # never shrink the box so much that the spacecraft cannot fit in the crop at all
     scale = max(rng.uniform(*scale_range), 1.0 / (0.97 * spec.margin))
@@ -96,9 +95,15 @@ def jitter_box(box_xyxy: np.ndarray, rng: np.random.Generator, spec: CropSpec,
     # |shift| + side/2 <= scale * max(side) * margin / 2 on each axis
     room = np.maximum(scale * side.max() * spec.margin * 0.97 / 2 - side / 2, 0.0)  # 3%: perspective, distortion
     shift = np.clip(rng.uniform(-shift_frac, shift_frac, 2) * side.max(), -room, room)
-    c = c + shift
-    half = side * scale / 2
-    return np.array([c[0] - half[0], c[1] - half[1], c[0] + half[0], c[1] + half[1]])
+    return scale_boxes(box_xyxy, scale) + np.tile(shift, 2)
+
+
+def scale_boxes(boxes_xyxy: np.ndarray, scale: float) -> np.ndarray:
+    """Boxes (..., 4) (x0, y0, x1, y1) [px] scaled by ``scale`` about their centres."""
+    b = np.asarray(boxes_xyxy, dtype=np.float64)
+    c = (b[..., :2] + b[..., 2:]) / 2
+    half = (b[..., 2:] - b[..., :2]) * (scale / 2)
+    return np.concatenate([c - half, c + half], axis=-1)
 
 
 def refined_boxes(camera: Camera, R_cam_body: np.ndarray, r_cam_m: np.ndarray, fallback_xyxy: np.ndarray

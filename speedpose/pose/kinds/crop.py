@@ -26,7 +26,7 @@ from speedpose.data.crop_set import CropSet
 from speedpose.data.image_store import resize_gray
 from speedpose.pose.augment import Photometric
 from speedpose.pose.config import AugmentConfig, LossConfig, ModelConfig, SpeedplusExperiment
-from speedpose.pose.crops import CropSpec, crop_camera, crop_source, decode_translation, refined_boxes
+from speedpose.pose.crops import CropSpec, crop_camera, crop_source, decode_translation, refined_boxes, scale_boxes
 from speedpose.pose.dataset import CropSampling, CropSamples, CropSetSamples
 from speedpose.pose.inference import predict_split
 from speedpose.pose.keypoints import decode_heatmaps, keypoint_loss, solve_pose_from_keypoints
@@ -52,6 +52,10 @@ class CropInference:
         kp_inlier_px, kp_min_inliers: the inlier gate [crop px] and the fewest inliers of the keypoint solvers
             (``model.keypoints.inlier_px``, ``model.keypoints.min_inliers``).
         kp_hypotheses: rotations the keypoint solvers try, the I2S mode first (``model.keypoints.hypotheses``).
+        box_scale: each box is scaled by this before it is cropped (``data.infer_box_scale``, by default the centre
+            of the training box jitter ``augment.box_scale``): the crops are then framed as the average training
+            crop; a network trained on jittered boxes is most accurate there (measured: on crops framed at the
+            jitter's lower end its keypoints shrink towards the crop centre and the depth comes out long).
     """
 
     spec: CropSpec
@@ -63,11 +67,12 @@ class CropInference:
     kp_inlier_px: float = 6.0
     kp_min_inliers: int = 4
     kp_hypotheses: int = 3
+    box_scale: float = 1.0
 
 
 def localise_and_crop(model: PoseModel, split, indices, spec: CropSpec, loc_size: tuple[int, int],
                       device: torch.device, in_plane_rad: float = 0.0, boxes_xyxy: np.ndarray | None = None,
-                      source_cache: dict | None = None) -> NetworkInputs:
+                      source_cache: dict | None = None, box_scale: float = 1.0) -> NetworkInputs:
     """The first half of the inference chain of a crop model: the localiser on the frames of records ``indices`` of
     a :class:`~speedpose.data.loader.PreprocessedSplit` resized to ``loc_size`` (W, H), boxes from its heatmap
     peaks, and a crop of ``spec`` per box through a virtual camera (rotated in-plane by ``in_plane_rad``), warped
@@ -80,6 +85,8 @@ def localise_and_crop(model: PoseModel, split, indices, spec: CropSpec, loc_size
         boxes_xyxy: (B, 4) boxes [full-resolution px] to crop instead of running the localiser.
         source_cache: filled with (and read for) each record's source image, to reuse it across calls that differ
             only in ``in_plane_rad`` (the angle does not change which source image a crop needs).
+        box_scale: crop each box scaled by this about its centre (:attr:`CropInference.box_scale`); the returned
+            ``box_xyxy`` are the boxes before scaling.
     """
     if model.localiser is None:
         raise ValueError("localise_and_crop needs a crop model (with a localiser), got a model without one")
@@ -97,7 +104,7 @@ def localise_and_crop(model: PoseModel, split, indices, spec: CropSpec, loc_size
         boxes_xyxy = np.asarray(boxes_xyxy, dtype=np.float64)
         loc_score = np.full(len(indices), np.nan)
     cameras, crops = [], []
-    for i, box in zip(indices.tolist(), boxes_xyxy):
+    for i, box in zip(indices.tolist(), scale_boxes(boxes_xyxy, box_scale)):
         vc = crop_camera(cam, box, spec, in_plane_rad)
         if source_cache is not None and i in source_cache:
             source = source_cache[i]
@@ -140,7 +147,8 @@ class CropKind(ModelKind):
         return cls(networks=m, sampling=CropSampling(spec, loc_size, d.loc_fraction, cfg.augment),
                    inference=CropInference(spec, loc_size, m.i2s.infer_level, m.refine_passes, m.pose_solver,
                                            m.keypoints.min_confidence, m.keypoints.inlier_px,
-                                           m.keypoints.min_inliers, m.keypoints.hypotheses),
+                                           m.keypoints.min_inliers, m.keypoints.hypotheses,
+                                           d.infer_box_scale or sum(cfg.augment.box_scale) / 2),
                    weights=cfg.loss, crop_set=d.crop_set or None)
 
     @property
@@ -198,7 +206,7 @@ class CropKind(ModelKind):
                        cache: dict | None = None) -> NetworkInputs:
         """:func:`localise_and_crop` (``cache``: the records' source images)."""
         return localise_and_crop(model, split, indices, self.inference.spec, self.inference.loc_size, device,
-                                 in_plane_rad, boxes_xyxy, cache)
+                                 in_plane_rad, boxes_xyxy, cache, self.inference.box_scale)
 
     @torch.no_grad()
     def predict_batch(self, model: PoseModel, split, indices: np.ndarray, device: torch.device,
