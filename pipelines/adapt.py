@@ -10,7 +10,10 @@ never used (preprocessing caches the whole file, poses included, as for any spli
 * ``self-train``: rounds of pseudo-labelling and fine-tuning on synthetic + pseudo-labelled target images
   (:mod:`speedpose.adapt.self_training`).
 
-Both are guarded by the held-out synthetic check (:mod:`speedpose.adapt.check`).
+Both are guarded by the held-out synthetic check (:mod:`speedpose.adapt.check`).  The synthetic images (the check,
+self-training's mixture) come from the root when it has a ``synthetic/`` folder, otherwise from the source run's own
+training data (``data.root`` / ``data.prep_dir`` of its config): a folder of target images alone, such as the real
+lightbox sample, is a valid root.
 
 Outputs in ``out`` (default ``<run>-adapt-<domain>-<method>`` next to the run), usable by ``evaluate``, ``submit``
 and ``predict`` like any run: ``config.yaml`` (the source run's, copied), ``best.pt`` = ``last.pt`` (the adapted
@@ -81,6 +84,19 @@ def _open(root: Path, domain: str, split: str, prep_dir: Path | None, progress: 
         return open_or_preprocess(root, domain, split, prep_dir, progress)
 
 
+def synthetic_source(root: Path, prep_dir: Path | None, source_cfg) -> tuple[Path, Path | None]:
+    """(root, preprocessed folder) of the synthetic images: ``root`` when it has ``synthetic/``, else the source
+    run's ``data.root`` / ``data.prep_dir``; an :class:`InputError` when neither has them."""
+    if (root / "synthetic").is_dir():
+        return root, prep_dir
+    d = source_cfg.data
+    if d.root and (Path(d.root) / "synthetic").is_dir():
+        return Path(d.root), Path(d.prep_dir) if d.prep_dir else None
+    raise InputError("has no synthetic/ folder, and neither has the source run's data.root "
+                     f"({d.root}): the synthetic check and self-training need synthetic images (or set "
+                     "check.images=0 for refine)", root)
+
+
 def _rusage() -> tuple[float, float]:
     """(CPU seconds of this process and its finished children, peak RSS [MiB] of either)."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -145,13 +161,17 @@ def run(run_dir: Path, root: Path, domain: str, method: str, *, out: Path | None
            "checkpoint_sha256": sha256_file(loaded.checkpoint), "method": method, "domain": domain,
            "adapt_config_hash": config_hash(acfg, exclude=("description", "train.workers")),
            "target_fingerprint": target_split.manifest["fingerprints"]["inputs"]}
+    needs_synthetic = bool(acfg.check.images) or method == "self-train"
+    syn_root, syn_prep = synthetic_source(root, prep_dir, loaded.cfg) if needs_synthetic else (root, prep_dir)
+    if syn_root != root:
+        key["synthetic_root"] = str(syn_root.resolve())
     done = _prepare_out(out, key)
     if done is not None:
         _clean_up(out)
         return {**done, "skipped": True, "out": str(out)}
-    check_split = _open(root, "synthetic", "validation", prep_dir, progress) if acfg.check.images else None
+    check_split = _open(syn_root, "synthetic", "validation", syn_prep, progress) if acfg.check.images else None
     if method == "self-train":
-        _open(root, "synthetic", "train", prep_dir, progress)  # preprocessed before the rounds open it
+        _open(syn_root, "synthetic", "train", syn_prep, progress)  # preprocessed before the rounds open it
     # the adaptation's own cost starts here: loading the run and preprocessing the splits are reported apart
     t0 = time.perf_counter()
     cpu0, _ = _rusage()
@@ -179,8 +199,8 @@ def run(run_dir: Path, root: Path, domain: str, method: str, *, out: Path | None
         before, after = outcome.metrics_before, outcome.metrics_after
     else:
         resumed = (out / "self_train" / "state.json").is_file()
-        outcome_st = self_train(model.cpu(), cfg, acfg, target, check, out / "self_train", root.resolve(), prep_dir,
-                                dev, progress)
+        outcome_st = self_train(model.cpu(), cfg, acfg, target, check, out / "self_train", syn_root.resolve(),
+                                syn_prep, dev, progress)
         details = {"self_train": outcome_st.to_dict()}
         images_used = {"pseudo_labelled_per_round": [rec["selected"] for rec in outcome_st.rounds]}
         before, after = outcome_st.metrics_before, outcome_st.metrics_after
@@ -202,6 +222,7 @@ def run(run_dir: Path, root: Path, domain: str, method: str, *, out: Path | None
         "source": {"run": str(run_dir.resolve()), "checkpoint": str(loaded.checkpoint.resolve()),
                    "step": loaded.step, "config_hash": loaded.config_hash},
         "target": {"images": n, "preprocessed": str(target_split.directory)},
+        "synthetic_root": str(syn_root.resolve()),
         "settings": config_to_dict(acfg),
         "images_used": images_used,
         "check": {"images": int(len(check.indices)), "tolerance": acfg.check.tolerance,

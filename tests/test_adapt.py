@@ -130,6 +130,34 @@ def test_refined_run_is_a_run_that_evaluates(refined, tiny_prepared, tmp_path):
     assert rep["metrics"]["count"] == 3 and np.isfinite(rep["metrics"]["score"])
 
 
+def test_a_root_of_target_images_alone_takes_the_synthetic_check_from_the_source_run(smoke_run, tiny_standin,
+                                                                                      tmp_path):
+    """A root with only lightbox/ (as the real sample): the synthetic check reads the source run's data.root."""
+    target_only = tmp_path / "target_only"
+    target_only.mkdir()
+    shutil.copy(tiny_standin / "camera.json", target_only / "camera.json")
+    shutil.copytree(tiny_standin / "lightbox", target_only / "lightbox")
+    assert _adapt(smoke_run, target_only, tmp_path / "prep", tmp_path / "out", "refine") == 0
+    rec = json.loads((tmp_path / "out" / "adapt.json").read_text())
+    source_root = Path(load_run(smoke_run).cfg.data.root).resolve()
+    assert rec["synthetic_root"] == str(source_root) and rec["key"]["synthetic_root"] == str(source_root)
+    assert rec["check"]["images"] == 2 and np.isfinite(rec["check"]["score_before"])
+
+
+def test_synthetic_source_without_synthetic_images_is_an_input_error(tmp_path):
+    from types import SimpleNamespace
+
+    from pipelines.adapt import synthetic_source
+    from speedpose.errors import InputError
+
+    (tmp_path / "has" / "synthetic").mkdir(parents=True)
+    cfg = SimpleNamespace(data=SimpleNamespace(root=str(tmp_path / "has"), prep_dir=None))
+    assert synthetic_source(tmp_path / "has", None, cfg) == (tmp_path / "has", None)
+    assert synthetic_source(tmp_path, tmp_path / "p", cfg) == (tmp_path / "has", None)
+    with pytest.raises(InputError, match="has no synthetic/ folder"):
+        synthetic_source(tmp_path, None, SimpleNamespace(data=SimpleNamespace(root=str(tmp_path), prep_dir=None)))
+
+
 def test_a_finished_adaptation_is_a_no_op(refined, smoke_run, tiny_prepared, capsys):
     root, prep = tiny_prepared
     stamp = (refined / "best.pt").stat().st_mtime_ns
