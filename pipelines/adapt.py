@@ -93,8 +93,8 @@ def synthetic_source(root: Path, prep_dir: Path | None, source_cfg) -> tuple[Pat
     if d.root and (Path(d.root) / "synthetic").is_dir():
         return Path(d.root), Path(d.prep_dir) if d.prep_dir else None
     raise InputError("has no synthetic/ folder, and neither has the source run's data.root "
-                     f"({d.root}): the synthetic check and self-training need synthetic images (or set "
-                     "check.images=0 for refine)", root)
+                     f"({d.root or 'not set'}): the synthetic check and self-training need synthetic images (or "
+                     "set check.images=0 for refine)", root)
 
 
 def _rusage() -> tuple[float, float]:
@@ -222,7 +222,7 @@ def run(run_dir: Path, root: Path, domain: str, method: str, *, out: Path | None
         "source": {"run": str(run_dir.resolve()), "checkpoint": str(loaded.checkpoint.resolve()),
                    "step": loaded.step, "config_hash": loaded.config_hash},
         "target": {"images": n, "preprocessed": str(target_split.directory)},
-        "synthetic_root": str(syn_root.resolve()),
+        "synthetic_root": str(syn_root.resolve()) if needs_synthetic else None,
         "settings": config_to_dict(acfg),
         "images_used": images_used,
         "check": {"images": int(len(check.indices)), "tolerance": acfg.check.tolerance,

@@ -471,33 +471,3 @@ def test_bad_inputs_exit_2_with_a_message(smoke_run, tiny_prepared, tmp_path, ca
         assert main(["adapt", *args]) == 2, args
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (args, err)
-
-
-def test_frozen_norm_statistics_stay_while_the_affine_weights_train():
-    """self_train.freeze_norm_stats: in training mode the BatchNorm layers normalise by their running statistics and
-    leave them unchanged; their weights still learn (without the freeze, the statistics move)."""
-    from speedpose.adapt.self_training import freeze_norm_stats
-
-    def make() -> torch.nn.Module:
-        torch.manual_seed(0)
-        return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
-                                   torch.nn.Conv2d(4, 1, 1))
-
-    x = torch.randn(8, 1, 9, 9) * 3 + 1
-    frozen, free = make(), make()
-    freeze_norm_stats(frozen)
-    before = {k: v.clone() for k, v in frozen.state_dict().items()}
-    for model in (frozen, free):
-        model.train()
-        opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        model(x).square().mean().backward()
-        opt.step()
-    after, moved = frozen.state_dict(), free.state_dict()
-    for k in ("1.running_mean", "1.running_var", "1.num_batches_tracked"):
-        assert torch.equal(after[k], before[k]), k
-        assert not torch.equal(moved[k], before[k]), k
-    assert not torch.equal(after["1.weight"], before["1.weight"])
-    frozen.train()
-    y_train = frozen(x)
-    frozen.eval()
-    torch.testing.assert_close(y_train, frozen(x))

@@ -154,16 +154,20 @@ def test_samples_and_batches(small_set, tiny_prepared, smoke_cfg_64):
     wrong = cfg.model_copy(update={"data": cfg.data.model_copy(update={"crop_size": 96})})
     with pytest.raises(InputError, match="crop set of 64 px"):
         CropSetSamples(cs, np.arange(len(cs)), frames, np.arange(len(frames)), model_kind(wrong).sampling)
+    # a crop set rendered with another box jitter than the one whose mean inference frames at is refused ...
     jitter = cfg.model_copy(update={"augment": cfg.augment.model_copy(update={"box_scale": (1.0, 1.2)})})
-    with pytest.raises(InputError, match="augment.box_scale"):
-        CropSetSamples(cs, np.arange(len(cs)), frames, np.arange(len(frames)), model_kind(jitter).sampling)
+    with pytest.raises(InputError, match="data.infer_box_scale=1.0500"):
+        model_kind(jitter).training_set(frames, np.arange(len(frames)), cs, np.arange(len(cs)))
+    # ... unless the framing is set to the set's own mean
+    framed = jitter.model_copy(update={"data": jitter.data.model_copy(update={"infer_box_scale": 1.05})})
+    assert len(model_kind(framed).training_set(frames, np.arange(len(frames)), cs, np.arange(len(cs)))) == len(cs)
 
 
 def test_inference_frames_crops_like_the_average_training_crop(tiny_prepared, smoke_cfg_64):
     """Inference scales each box by the mean of the training box jitter (data.infer_box_scale overrides it); the crop
     is taken around the scaled box, and the reported box stays the one that was given."""
     from speedpose.data.loader import open_split
-    from speedpose.pose.crops import jitter_box, scale_boxes
+    from speedpose.pose.crops import jitter_box, mean_jitter_scale, scale_boxes
     from speedpose.pose.kinds.crop import localise_and_crop
 
     root, prep = tiny_prepared
@@ -174,6 +178,11 @@ def test_inference_frames_crops_like_the_average_training_crop(tiny_prepared, sm
     sides = np.array([np.ptp(jitter_box(box, rng, spec, tuple(smoke_cfg_64.augment.box_scale))[[0, 2]])
                       for _ in range(4000)]) / 300.0
     assert kind.inference.box_scale == pytest.approx(sides.mean(), abs=0.005)
+    # with a small margin the jitter's floor (the spacecraft must fit) raises the mean; the helper follows it
+    tight = CropSpec(spec.size, 1.05)
+    sides_tight = np.array([np.ptp(jitter_box(box, rng, tight, (0.9, 1.2), 0.0)[[0, 2]]) for _ in range(4000)]) / 300
+    assert mean_jitter_scale((0.9, 1.2), tight) == pytest.approx(sides_tight.mean(), abs=0.005)
+    assert mean_jitter_scale((0.9, 1.2), tight) > 1.05 + 0.003
     assert kind.inference.box_scale != 1.0  # the default jitter is not centred on the localiser's box
     fixed = smoke_cfg_64.model_copy(update={"data": smoke_cfg_64.data.model_copy(update={"infer_box_scale": 1.0})})
     assert model_kind(fixed).inference.box_scale == 1.0

@@ -73,10 +73,6 @@ class SelfTrainConfig(ConfigModel):
                                 "the pseudo-labelled target images (the rest: synthetic/train)")
     synthetic_images: Optional[int] = Field(None, ge=1, description="use at most this many synthetic/train "
                                             "images (a seeded subset); null = all")
-    freeze_norm_stats: bool = Field(False, description="fine-tune with every BatchNorm layer normalising by its "
-                                    "running statistics, which stay as the source left them (the affine weights "
-                                    "still train); false = BatchNorm in training mode, its statistics drifting "
-                                    "with the fine-tuning batches")
 
 
 class CheckConfig(ConfigModel):

@@ -93,9 +93,8 @@ class SelfTrainTask(SpeedplusTask):
 
     def __init__(self, cfg: SpeedplusExperiment, init_state: dict[str, torch.Tensor], target: PreprocessedSplit,
                  target_indices: np.ndarray, target_share: float, samples: int, synthetic_images: int | None = None,
-                 subset_seed: int | None = None, freeze_norm_stats: bool = False):
+                 subset_seed: int | None = None):
         super().__init__(cfg)
-        self.freeze_norm_stats = freeze_norm_stats
         subset_seed = cfg.train.seed if subset_seed is None else int(subset_seed)
         self.train_indices = train_subset(len(self.train_split), cfg.data.split, subset_seed)
         self.samples = int(samples)
@@ -110,8 +109,6 @@ class SelfTrainTask(SpeedplusTask):
     def build_model(self) -> PoseModel:
         model = self.kind.build_model()
         model.load_state_dict(self.init_state)
-        if self.freeze_norm_stats:
-            freeze_norm_stats(model)
         return model
 
     def train_dataset(self) -> Dataset:
@@ -121,19 +118,6 @@ class SelfTrainTask(SpeedplusTask):
 
     def val_dataset(self) -> None:
         return None
-
-
-def freeze_norm_stats(model: torch.nn.Module) -> None:
-    """Make every BatchNorm layer of ``model`` behave as in evaluation even when the model is in training mode:
-    normalise by the running statistics and never update them (a forward pre-hook clears ``training`` before each
-    call, so ``model.train()`` cannot undo it); its weight and bias still receive gradients."""
-
-    def eval_mode(module: torch.nn.Module, _inputs) -> None:
-        module.training = False
-
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.register_forward_pre_hook(eval_mode)
 
 
 def round_seed(seed: int, r: int) -> int:
@@ -212,7 +196,7 @@ def _finetune(model: PoseModel, cfg: SpeedplusExperiment, acfg: AdaptExperiment,
     cfg_r = round_config(cfg, acfg, root, prep_dir, f"self-training round {r} on {target.domain}",
                          seed=round_seed(acfg.train.seed, r))
     task = SelfTrainTask(cfg_r, model.state_dict(), view, sel, st.target_share, steps * acfg.train.batch_size,
-                         st.synthetic_images, subset_seed=acfg.train.seed, freeze_norm_stats=st.freeze_norm_stats)
+                         st.synthetic_images, subset_seed=acfg.train.seed)
     summary = fit(task, cfg_r, run_dir, resume=last.is_file(), progress=progress)
     model.load_state_dict(load_checkpoint(last)["model"])
     return int(summary.global_step)

@@ -281,12 +281,13 @@ def save_resolved(cfg: BaseModel, run_dir: str | Path, name: str = RESOLVED_NAME
 def diff_configs(a: dict, b: dict, prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two plain config dicts."""
     out = []
+    missing = object()  # a key present on one side only differs, even when the other holds None
     for key in sorted(set(a) | set(b), key=str):
-        va, vb = a.get(key), b.get(key)
+        va, vb = a.get(key, missing), b.get(key, missing)
         dotted = f"{prefix}.{key}" if prefix else str(key)
         if isinstance(va, dict) and isinstance(vb, dict):
             out.extend(diff_configs(va, vb, dotted))
-        elif va != vb:
+        elif va is missing or vb is missing or va != vb:
             out.append(dotted)
     return out
 

@@ -98,6 +98,18 @@ def jitter_box(box_xyxy: np.ndarray, rng: np.random.Generator, spec: CropSpec,
     return scale_boxes(box_xyxy, scale) + np.tile(shift, 2)
 
 
+def mean_jitter_scale(scale_range: tuple[float, float], spec: CropSpec) -> float:
+    """The mean box scale that :func:`jitter_box` draws: E[max(U(lo, hi), 1 / (0.97 margin))] (the framing of the
+    average training crop)."""
+    lo, hi = float(scale_range[0]), float(scale_range[1])
+    floor = 1.0 / (0.97 * spec.margin)
+    if hi - lo < 1e-12 or floor >= hi:
+        return max((lo + hi) / 2, floor)
+    if floor <= lo:
+        return (lo + hi) / 2
+    return (floor * (floor - lo) + (hi * hi - floor * floor) / 2) / (hi - lo)
+
+
 def scale_boxes(boxes_xyxy: np.ndarray, scale: float) -> np.ndarray:
     """Boxes (..., 4) (x0, y0, x1, y1) [px] scaled by ``scale`` about their centres."""
     b = np.asarray(boxes_xyxy, dtype=np.float64)

@@ -192,12 +192,6 @@ class CropSetSamples(StepAwareSamples):
                              f"for data.crop_size={spec.size}, data.crop_margin={spec.margin:g}: render a "
                              f"matching set (speedpose synth --crops N --crop-size {spec.size} --crop-margin "
                              f"{spec.margin:g}) or change the config", crop_set.directory)
-        rendered = tuple(float(x) for x in crop_set.params.get("box_scale", ()))
-        if rendered != tuple(float(x) for x in sampling.augment.box_scale):
-            raise InputError(f"crop set rendered with box jitter scale {list(rendered)}, but the config has "
-                             f"augment.box_scale={list(sampling.augment.box_scale)}: inference frames its crops at "
-                             f"the centre of augment.box_scale, so the two must agree: set augment.box_scale to "
-                             f"{list(rendered)}", crop_set.directory)
         self.crop_set, self.frames, self.sampling, self.train = crop_set, frames, sampling, train
         self.crop_indices = np.asarray(crop_indices, dtype=np.int64)
         self.frame_indices = np.asarray(frame_indices, dtype=np.int64)

@@ -108,6 +108,15 @@ def _worker_init(worker_id: int) -> None:
     seed_host_rngs(torch.initial_seed() & 0xFFFFFFFF)
 
 
+def _with_current_defaults(schema: Any, cfg_ckpt: dict) -> dict:
+    """A checkpoint's config read through today's schema: keys added since it was written take their defaults (a
+    key that the schema no longer knows leaves it as it was, and the comparison names it)."""
+    try:
+        return config_to_dict(schema.model_validate(cfg_ckpt))
+    except Exception:  # noqa: BLE001  (any validation failure: compare the raw dict)
+        return cfg_ckpt
+
+
 def _ckpt_compatible(cfg_now: dict, cfg_ckpt: dict, path: Path) -> None:
     if config_hash(cfg_now, RESUME_SAFE_KEYS) != config_hash(cfg_ckpt, RESUME_SAFE_KEYS):
         changed = [k for k in diff_configs(cfg_ckpt, cfg_now) if k not in RESUME_SAFE_KEYS]
@@ -209,7 +218,7 @@ class _Trainer:
         ckpt = load_checkpoint(path, map_location="cpu")
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise InputError("not a training checkpoint of the speedpose engine (cannot resume from it)", path)
-        _ckpt_compatible(self.cfg_dict, ckpt["config"], path)
+        _ckpt_compatible(self.cfg_dict, _with_current_defaults(type(self.cfg), ckpt["config"]), path)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])

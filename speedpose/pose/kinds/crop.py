@@ -24,9 +24,11 @@ from torch.utils.data import Dataset
 
 from speedpose.data.crop_set import CropSet
 from speedpose.data.image_store import resize_gray
+from speedpose.errors import InputError
 from speedpose.pose.augment import Photometric
 from speedpose.pose.config import AugmentConfig, LossConfig, ModelConfig, SpeedplusExperiment
-from speedpose.pose.crops import CropSpec, crop_camera, crop_source, decode_translation, refined_boxes, scale_boxes
+from speedpose.pose.crops import (CropSpec, crop_camera, crop_source, decode_translation, mean_jitter_scale,
+                                  refined_boxes, scale_boxes)
 from speedpose.pose.dataset import CropSampling, CropSamples, CropSetSamples
 from speedpose.pose.inference import predict_split
 from speedpose.pose.keypoints import decode_heatmaps, keypoint_loss, solve_pose_from_keypoints
@@ -148,7 +150,7 @@ class CropKind(ModelKind):
                    inference=CropInference(spec, loc_size, m.i2s.infer_level, m.refine_passes, m.pose_solver,
                                            m.keypoints.min_confidence, m.keypoints.inlier_px,
                                            m.keypoints.min_inliers, m.keypoints.hypotheses,
-                                           d.infer_box_scale or sum(cfg.augment.box_scale) / 2),
+                                           d.infer_box_scale or mean_jitter_scale(cfg.augment.box_scale, spec)),
                    weights=cfg.loss, crop_set=d.crop_set or None)
 
     @property
@@ -175,6 +177,14 @@ class CropKind(ModelKind):
                      crop_indices: np.ndarray | None = None) -> Dataset:
         """Crops of the crop set (when given; the localiser's samples from ``frames``), or crops of ``frames``."""
         if crop_set is not None:
+            rendered = tuple(float(x) for x in crop_set.params.get("box_scale", (1.0, 1.0)))
+            centre = mean_jitter_scale(rendered, self.inference.spec)
+            if abs(centre - self.inference.box_scale) > 1e-6:
+                raise InputError(f"crop set rendered with box jitter scale {list(rendered)} (mean {centre:.4f}), "
+                                 f"but inference would frame its crops at {self.inference.box_scale:.4f} "
+                                 f"(data.infer_box_scale, or the mean of augment.box_scale="
+                                 f"{list(self.sampling.augment.box_scale)}): set augment.box_scale to "
+                                 f"{list(rendered)} or data.infer_box_scale={centre:.4f}", crop_set.directory)
             return CropSetSamples(crop_set, crop_indices, frames, frame_indices, self.sampling)
         return self.samples(frames, frame_indices, train=True)
 
@@ -243,8 +253,8 @@ class CropKind(ModelKind):
 
     def validation_metrics(self, model: PoseModel, split, indices: np.ndarray, device: torch.device,
                            batch_size: int) -> dict[str, float]:
-        """The crop network alone, on crops of the true keypoint boxes: ``e_r_median_deg_truebox``,
-        ``acc@10_truebox``, ``e_t_median_m_truebox``."""
+        """The crop network alone, on crops of the true keypoint boxes (framed as inference frames any box, scaled by
+        :attr:`CropInference.box_scale`): ``e_r_median_deg_truebox``, ``acc@10_truebox``, ``e_t_median_m_truebox``."""
         true_box = predict_split(model, split, indices, self, device, batch_size=batch_size,
                                  boxes_xyxy=split.kp_box(clipped=False)[indices])
         m = pose_metrics(true_box, split, thresholds=False)
