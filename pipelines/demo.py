@@ -219,7 +219,8 @@ def format_summary(s: dict) -> str:
     for d, a in s.get("adaptation", {}).items():
         b, f = a["before"], a["after"]
         lines.append(f"adapted to {d} (self-training, labels unused, {a['minutes']:.1f} min): score "
-                     f"{b['score']:.4f} -> {f['score']:.4f}, E_R med {b['e_r_median_deg']:.2f} -> {f['e_r_median_deg']:.2f} deg, E_T med "
+                     f"{b['score']:.4f} -> {f['score']:.4f}, E_R med {b['e_r_median_deg']:.2f} -> "
+                     f"{f['e_r_median_deg']:.2f} deg, E_T med "
                      f"{b['e_t_median_m']:.3f} -> {f['e_t_median_m']:.3f} m; synthetic score "
                      f"{a['synthetic_before']['score']:.4f} -> {a['synthetic_after']['score']:.4f}  {a['report']}")
     sc = s["submission_scores"]

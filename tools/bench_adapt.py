@@ -20,14 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_learning import default_root  # noqa: E402  (the tools folder is not a package)
+from bench_learning import default_root, source_commit  # noqa: E402  (the tools folder is not a package)
+
 
 def evaluate_once(run_dir: Path, root: Path, prep: Path, domain: str, checkpoint: str, out: Path) -> dict:
     """The metrics of ``run_dir`` on ``domain`` (synthetic: validation), read back when ``out`` holds them."""
@@ -98,8 +98,7 @@ def main() -> None:
     prep = args.prep or root.parent / (root.name + "-prep")
     if not (root / "camera.json").is_file():
         raise SystemExit(f"{root}: no SPEED+ root (run tools/bench_learning.py --prepare-only, or pass --data)")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parent).stdout.strip()  # the code that adapts: before
+    commit = source_commit()  # read before adapting: the code that adapts
     source = {d: evaluate_once(args.run, root, prep, d, args.checkpoint, args.out / "source" / d)
               for d in ("synthetic", *args.domains)}
     results = []

@@ -50,6 +50,12 @@ def default_root(frames: int = 1000, val: int = 200, test: int = 100, seed: int 
     return _cache_dir() / f"standin-v{synth.FORMAT_VERSION}-{frames}-{val}-{test}-seed{seed}"
 
 
+def source_commit() -> str:
+    """The short commit of this checkout (empty outside git): read it when a measurement STARTS."""
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent).stdout.strip()
+
+
 def prepare_data(args, cfg) -> tuple[Path, Path]:
     """Render (once) and preprocess the stand-in; render the config's crop set when it names one."""
     from pipelines import preprocess, synth, synth_crops
@@ -161,8 +167,7 @@ def main() -> None:
         raise SystemExit(f"{run_dir} holds a finished run: choose another --name or delete it")
     overrides = [*args.overrides, ("data.prep_dir", prep), ("train.max_train_time_min", args.minutes),
                  ("train.val_every_min", args.every), ("data.val_limit", args.val_limit)]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parent).stdout.strip()  # the code that trains: before
+    commit = source_commit()  # read before training: the code that trains
     t0 = time.monotonic()
     summary = train.run(root, args.config, overrides, out=out, name=name, resume=(run_dir / "last.pt").exists())
     train_wall = time.monotonic() - t0

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from pydantic import ValidationError
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, default_collate
@@ -113,7 +114,7 @@ def _with_current_defaults(schema: Any, cfg_ckpt: dict) -> dict:
     key that the schema no longer knows leaves it as it was, and the comparison names it)."""
     try:
         return config_to_dict(schema.model_validate(cfg_ckpt))
-    except Exception:  # noqa: BLE001  (any validation failure: compare the raw dict)
+    except ValidationError:
         return cfg_ckpt
 
 
