@@ -6,6 +6,7 @@ parameters after every step and (b) match a single-process run of the same confi
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -25,7 +26,7 @@ OVERRIDES = ["train.epochs=2", "train.batch_size=16", "train.workers=0", "train.
              "data.num_train=64", "data.num_val=32", "train.max_time_min=30"]
 
 SCRIPT = """
-import sys, torch
+import json, sys, torch
 from speedpose.config import load_config
 from speedpose.training import fit
 from speedpose.training.toy import ToyExperimentConfig, ToyTask
@@ -42,7 +43,9 @@ task = Recording(cfg)
 summary = fit(task, cfg, out + "/run", progress=False)
 rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else int(__import__("os").environ["RANK"])
 torch.save({k: v.clone() for k, v in task.model.state_dict().items()}, f"{out}/rank{rank}.pt")
-print("rank", rank, summary.stopped, summary.global_step, summary.world_size)
+# one file per rank: two ranks printing to the shared stdout interleave their lines
+with open(f"{out}/rank{rank}.json", "w") as f:
+    json.dump([summary.stopped, summary.global_step, summary.world_size], f)
 """
 
 
@@ -61,7 +64,8 @@ def ddp_run(tmp_path_factory):
 
 def test_two_gloo_ranks_keep_identical_parameters(ddp_run):
     out, stdout = ddp_run
-    assert "rank 0 completed 8 2" in stdout and "rank 1 completed 8 2" in stdout
+    for rank in (0, 1):
+        assert json.loads((out / f"rank{rank}.json").read_text()) == ["completed", 8, 2], stdout[-2000:]
     w0, w1 = torch.load(out / "rank0.pt", weights_only=True), torch.load(out / "rank1.pt", weights_only=True)
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
     ckpt = load_checkpoint(out / "run" / "last.pt")
@@ -97,12 +101,14 @@ def test_ddp_stop_and_resume_is_bit_identical(ddp_run, tmp_path):
             str(script), str(tmp_path)]
     first = subprocess.run([*base, *OVERRIDES, "train.max_steps=3", "train.workers=1"], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=240)
-    assert first.returncode == 0 and "rank 0 max_steps 3 2" in first.stdout, first.stderr[-3000:]
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert json.loads((tmp_path / "rank0.json").read_text()) == ["max_steps", 3, 2]
     resume_script = tmp_path / "resume.py"
     resume_script.write_text(textwrap.dedent(SCRIPT).replace('progress=False)', 'resume=True, progress=False)'))
     second = subprocess.run([*base[:-2], str(resume_script), str(tmp_path), *OVERRIDES, "train.workers=1"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
-    assert second.returncode == 0 and "rank 1 completed 8 2" in second.stdout, second.stderr[-3000:]
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert json.loads((tmp_path / "rank1.json").read_text()) == ["completed", 8, 2]
     for r in range(2):
         a = torch.load(out / f"rank{r}.pt", weights_only=True)
         b = torch.load(tmp_path / f"rank{r}.pt", weights_only=True)
