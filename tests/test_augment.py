@@ -4,9 +4,10 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 
 from speedpose.cli import main
-from speedpose.pose.augment import Photometric, central_box_frac
+from speedpose.pose.augment import Photometric, bloom, central_box_frac, exposure
 from speedpose.pose.config import AugmentConfig
 
 
@@ -64,3 +65,48 @@ def test_augmentation_curriculum_share():
     assert 0.4 < np.mean(changed) < 0.6
     assert all(np.array_equal(aug(crop, seed, 30), plain(crop, seed)) for seed in range(5))
     assert np.array_equal(aug(crop, 3), plain(crop, 3))
+
+
+def test_exposure_saturates_the_lit_part_and_keeps_black_in_linear_light():
+    img = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    assert np.abs(exposure(img, 1.0).astype(int) - img).max() <= 1  # gain 1: unchanged up to rounding
+    bright = exposure(img, 4.0)
+    # linear light x4 saturates what was above 255 * (1/4)^(1/2.2) = 136 grey levels; black stays black
+    assert (bright[img.reshape(16, 16) >= 137] == 255).all() and (bright[img < 130] < 255).all()
+    assert bright.flat[0] == 0 and (np.diff(bright.ravel().astype(int)) >= 0).all()
+    # not a plain brightness gain: 64 x 4^(1/2.2) = 120 (a display-space x4 would give 255)
+    assert abs(int(bright.flat[64]) - round(64 * 4 ** (1 / 2.2))) <= 1
+    dark = exposure(img, 0.5)
+    assert abs(int(dark.flat[255]) - round(255 * 0.5 ** (1 / 2.2))) <= 1
+
+
+def test_bloom_glows_around_white_only():
+    img = np.full((64, 64), 40, np.uint8)
+    img[28:36, 28:36] = 255
+    out = bloom(img, strength=0.8, sigma_px=4.0)
+    assert out[32, 40] > img[32, 40] and out[32, 44] > 40 and out[32, 40] > out[32, 44] > out[32, 60] >= 40
+    assert out[0, 0] == 40  # far from the white patch: unchanged
+    grey = np.full((64, 64), 200, np.uint8)  # 0.78 of full scale: below the threshold, no glow
+    assert np.array_equal(bloom(grey, 1.0, 4.0), grey)
+
+
+def test_camera_effects_are_off_by_default_and_leave_the_other_draws_alone():
+    rng = np.random.default_rng(1)
+    crop = rng.integers(0, 256, (64, 64), dtype=np.uint8)
+    base = dict(p_brightness_contrast=1, p_noise=1, p_dropout=1)
+    plain = Photometric(AugmentConfig(**base), central_box_frac(1.3))
+    # a gain of exactly 1: the exposure step is drawn and applied, and nothing else about the sample changes
+    unit = Photometric(AugmentConfig(**base, p_exposure=1, exposure_gain=(1.0, 1.0)), central_box_frac(1.3))
+    for seed in range(5):
+        assert np.abs(unit(crop, seed).astype(int) - plain(crop, seed)).max() <= 2
+    strong = Photometric(AugmentConfig(p_brightness_contrast=0, p_gamma=0, p_noise=0, p_blur=0, p_flare=0,
+                                       p_dropout=0, p_exposure=1, exposure_gain=(4.0, 4.0)), central_box_frac(1.3))
+    assert np.array_equal(strong(crop, 0), exposure(crop, 4.0))
+
+
+@pytest.mark.parametrize("key", ["exposure_gain", "bloom_strength", "bloom_sigma"])
+def test_camera_effect_ranges_are_checked(key):
+    with pytest.raises(ValueError, match="0 < low <= high"):
+        AugmentConfig(**{key: (2.0, 1.0)})
+    with pytest.raises(ValueError, match="0 < low <= high"):
+        AugmentConfig(**{key: (0.0, 1.0)})

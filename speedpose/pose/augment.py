@@ -2,7 +2,9 @@
 
 What SPNv2 found to help across the SPEED+ domain gap (SPEEDPLUS.md section 8): brightness/contrast, gamma, Gaussian or
 ISO noise, one of motion/median/glass blur, a sun flare centred inside the spacecraft box and coarse dropout
-restricted to the box.  Geometry (in-plane rotation of the virtual camera, box jitter) is applied when the crop is
+restricted to the box.  Two more, off by default, imitate the camera under the sunlamp (over-exposure and glare,
+SPEEDPLUS.md section 1): an exposure change in linear light clipped at white, and a bloom around what is white; they
+come first, as in the camera, before the blur and the noise.  Geometry (in-plane rotation of the virtual camera, box jitter) is applied when the crop is
 taken (:mod:`speedpose.pose.crops`), where the label can be updated exactly.  No flips: a mirror is not a rotation.
 
 Every random choice comes from a per-sample seed, so a sample is the same after a resume.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import os
 
+import cv2
 import numpy as np
 
 from speedpose.pose.config import AugmentConfig
@@ -67,6 +70,8 @@ class Photometric:
         if share < 1.0 and not np.random.default_rng([seed, 1]).random() < share:
             return crop
         rng = np.random.default_rng(seed)
+        # a generator of its own: switching the camera effects on leaves the other draws of a sample unchanged
+        crop = self.camera_effects(crop, np.random.default_rng([seed, 2]))
         self.global_ops.set_random_seed(int(rng.integers(2**31)))
         # flare and ISO noise work on colour images: augment in RGB, return to gray like the real images
         rgb = np.repeat(crop[..., None], 3, axis=2)
@@ -80,6 +85,46 @@ class Photometric:
             self.dropout.set_random_seed(int(rng.integers(2**31)))
             out[sl] = self.dropout(image=np.ascontiguousarray(out[sl]))["image"]
         return out
+
+
+    def camera_effects(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The exposure change and the bloom (each with its probability), (H, W) uint8 -> (H, W) uint8."""
+        c = self.cfg
+        expose, glow = rng.random() < c.p_exposure, rng.random() < c.p_bloom
+        if not (expose or glow):
+            return img
+        if expose:
+            gain = float(np.exp(rng.uniform(*np.log(c.exposure_gain))))
+            img = exposure(img, gain)
+        if glow:
+            side = max(img.shape)
+            img = bloom(img, float(rng.uniform(*c.bloom_strength)), float(rng.uniform(*c.bloom_sigma)) * side)
+        return img
+
+
+#: display gamma assumed when the images are taken back to linear light (the SPEED+ JPEGs are display-encoded)
+DISPLAY_GAMMA = 2.2
+#: grey level [0, 1] above which a pixel glows in :func:`bloom`
+BLOOM_THRESHOLD = 0.9
+
+
+def exposure(img: np.ndarray, gain: float) -> np.ndarray:
+    """Scale the light reaching the sensor by ``gain`` and clip at white: (H, W) uint8 -> (H, W) uint8.
+
+    Done in linear light (display gamma :data:`DISPLAY_GAMMA` undone, then re-applied), so the lit faces saturate
+    while the shadows stay dark, as on an over-exposed sensor."""
+    lin = (img.astype(np.float32) / 255.0) ** DISPLAY_GAMMA * gain
+    return np.round(255.0 * np.clip(lin, 0.0, 1.0) ** (1.0 / DISPLAY_GAMMA)).astype(np.uint8)
+
+
+def bloom(img: np.ndarray, strength: float, sigma_px: float) -> np.ndarray:
+    """Glare around the near-white pixels: what exceeds :data:`BLOOM_THRESHOLD` (rescaled to [0, 1]), blurred by a
+    Gaussian of ``sigma_px`` [px] and added with weight ``strength`` (fraction of full scale). (H, W) uint8 ->
+    (H, W) uint8."""
+    x = img.astype(np.float32) / 255.0
+    hot = np.clip((x - BLOOM_THRESHOLD) / (1.0 - BLOOM_THRESHOLD), 0.0, 1.0)
+    glow = cv2.GaussianBlur(hot, (0, 0), sigmaX=max(sigma_px, 0.5), borderType=cv2.BORDER_CONSTANT)
+    return np.round(255.0 * np.clip(x + strength * glow, 0.0, 1.0)).astype(np.uint8)
 
 
 def central_box_frac(margin: float) -> tuple[float, float, float, float]:

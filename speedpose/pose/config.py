@@ -166,6 +166,13 @@ class LossConfig(ConfigModel):
 class AugmentConfig(ConfigModel):
     """Training augmentation (``augment:``); probabilities per sample."""
 
+    @field_validator("exposure_gain", "bloom_strength", "bloom_sigma")
+    @classmethod
+    def _positive_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1]:
+            raise ValueError(f"expected a range [low, high] with 0 < low <= high, got {list(v)}")
+        return v
+
     enabled: bool = Field(True, description="master switch")
     start_step: int = Field(0, ge=0, description="photometric augmentation is off before this optimiser step "
                             "(the orientation is found first on clean crops; geometry jitter stays on)")
@@ -180,6 +187,16 @@ class AugmentConfig(ConfigModel):
     noise_std: float = Field(40.0, ge=0, le=255, description="max std of the Gaussian noise [grey levels]")
     p_blur: float = Field(0.5, ge=0, le=1, description="probability of one of motion/median/glass blur")
     p_flare: float = Field(0.3, ge=0, le=1, description="probability of a sun flare centred in the spacecraft box")
+    p_exposure: float = Field(0.0, ge=0, le=1, description="probability of an exposure change in linear light, "
+                              "clipped at white (the sunlamp domain's over-exposed faces; not in SPNv2's set: 0)")
+    exposure_gain: tuple[float, float] = Field((0.5, 4.0), description="exposure gain range, drawn log-uniformly "
+                                               "(x 1 = unchanged; above 1 saturates the lit faces)")
+    p_bloom: float = Field(0.0, ge=0, le=1, description="probability of a bloom: the glow of the near-white pixels "
+                           "spread by a Gaussian (after the exposure change; 0 = off)")
+    bloom_strength: tuple[float, float] = Field((0.3, 1.0), description="glow added where the image is white, "
+                                                "as a fraction of full scale")
+    bloom_sigma: tuple[float, float] = Field((0.05, 0.15), description="glow's Gaussian sigma as a fraction of the "
+                                             "image side")
     p_dropout: float = Field(0.5, ge=0, le=1, description="probability of coarse dropout inside the box")
     dropout_holes: tuple[int, int] = Field((1, 5), description="number of dropout holes")
     dropout_size: tuple[float, float] = Field((0.2, 0.5), description="hole side as a fraction of the box side")
