@@ -134,3 +134,28 @@ def test_refinement_pass_runs_and_keeps_the_localiser_box(smoke_cfg, tiny_prepar
     np.testing.assert_array_equal(one.box_xyxy, two.box_xyxy)
     assert np.isfinite(two.q_wxyz).all() and np.isfinite(two.r_cam_m).all()
     assert not np.allclose(one.r_cam_m, two.r_cam_m)
+
+
+def test_localiser_frames_are_augmented_only_when_asked(smoke_cfg, tiny_prepared):
+    """augment.localiser: the training frames of the localiser go through the photometric frame augmentation (the
+    boxes untouched); off, and outside training, they are the resized frames as they are."""
+    from speedpose.data.image_store import resize_gray
+
+    root, prep = tiny_prepared
+    split = open_split(prep, "synthetic", "train")
+    strong = dict(p_brightness_contrast=1, p_noise=1, p_exposure=1, p_bloom=1, start_step=0, ramp_steps=0)
+    cfgs = {flag: smoke_cfg.model_copy(update={
+        "data": smoke_cfg.data.model_copy(update={"loc_fraction": 1.0}),
+        "augment": smoke_cfg.augment.model_copy(update={**strong, "localiser": flag})}) for flag in (False, True)}
+    samples = {}
+    for flag, cfg in cfgs.items():
+        ds = model_kind(cfg).samples(split, np.arange(len(split)), train=True)
+        np.random.seed(3)
+        samples[flag] = ds[1]
+    frame = torch.from_numpy(resize_gray(split.image(1), tuple(smoke_cfg.data.loc_size)))[None]
+    assert torch.equal(samples[False]["loc_image"], frame)
+    assert samples[True]["loc_image"].shape == frame.shape and not torch.equal(samples[True]["loc_image"], frame)
+    assert torch.equal(samples[True]["loc_box_clipped"], samples[False]["loc_box_clipped"])
+    assert torch.equal(samples[True]["crop"], samples[False]["crop"])  # the crop's own draws are untouched
+    val = model_kind(cfgs[True]).samples(split, np.arange(len(split)), train=False)
+    assert torch.equal(val[1]["loc_image"], frame)

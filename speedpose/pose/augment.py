@@ -35,19 +35,12 @@ class Photometric:
     def __init__(self, cfg: AugmentConfig, box_frac: tuple[float, float, float, float]):
         self.cfg = cfg
         self.box_frac = box_frac
-        blur = A.OneOf([A.MotionBlur(blur_limit=(3, 7), p=1.0), A.MedianBlur(blur_limit=(3, 5), p=1.0),
-                        A.GlassBlur(sigma=0.5, max_delta=2, iterations=1, p=1.0)], p=cfg.p_blur)
-        noise = A.OneOf([A.GaussNoise(std_range=(0.0, cfg.noise_std / 255.0), p=1.0),
-                         A.ISONoise(intensity=(0.1, 0.5), p=1.0)], p=cfg.p_noise)
-        self.global_ops = A.Compose([
-            A.RandomBrightnessContrast(brightness_limit=cfg.brightness, contrast_limit=cfg.contrast,
-                                       p=cfg.p_brightness_contrast),
-            A.RandomGamma(gamma_limit=tuple(cfg.gamma_range), p=cfg.p_gamma),
-            A.RandomSunFlare(flare_roi=box_frac, src_radius=64, angle_range=(0, 1),
-                             num_flare_circles_range=(3, 6), p=cfg.p_flare),
-            blur,
-            noise,
-        ])
+        flare = A.RandomSunFlare(flare_roi=box_frac, src_radius=64, angle_range=(0, 1),
+                                 num_flare_circles_range=(3, 6), p=cfg.p_flare)
+        self.global_ops = A.Compose(_global_ops(cfg, flare))
+        # the localiser's frames (augment.localiser): the spacecraft box moves from frame to frame, so no flare or
+        # dropout tied to it
+        self.frame_ops = A.Compose(_global_ops(cfg, None))
         self.dropout = A.Compose([A.CoarseDropout(num_holes_range=tuple(cfg.dropout_holes),
                                                   hole_height_range=tuple(cfg.dropout_size),
                                                   hole_width_range=tuple(cfg.dropout_size), fill=0, p=1.0)])
@@ -87,6 +80,21 @@ class Photometric:
         return out
 
 
+    def frame(self, img: np.ndarray, seed: int, step: int | None = None) -> np.ndarray:
+        """Augment one localiser frame (``augment.localiser``): the exposure change, the bloom, brightness/contrast,
+        gamma, blur and noise, with the crops' probabilities and curriculum. (H, W) uint8 -> (H, W) uint8;
+        deterministic for ``(seed, step)``, drawn apart from the crop's augmentation of the same seed."""
+        if not (self.cfg.enabled and self.cfg.localiser):
+            return img
+        share = self.share(step)
+        if share < 1.0 and not np.random.default_rng([seed, 4]).random() < share:
+            return img
+        rng = np.random.default_rng([seed, 3])
+        img = self.camera_effects(img, rng)
+        self.frame_ops.set_random_seed(int(rng.integers(2**31)))
+        out = self.frame_ops(image=np.repeat(img[..., None], 3, axis=2))["image"]
+        return np.round(out.astype(np.float32).mean(axis=2)).astype(np.uint8)
+
     def camera_effects(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """The exposure change and the bloom (each with its probability), (H, W) uint8 -> (H, W) uint8."""
         c = self.cfg
@@ -100,6 +108,18 @@ class Photometric:
             side = max(img.shape)
             img = bloom(img, float(rng.uniform(*c.bloom_strength)), float(rng.uniform(*c.bloom_sigma)) * side)
         return img
+
+
+def _global_ops(cfg: AugmentConfig, flare) -> list:
+    """The albumentations steps on the whole image, in the camera's order (``flare`` None: left out)."""
+    blur = A.OneOf([A.MotionBlur(blur_limit=(3, 7), p=1.0), A.MedianBlur(blur_limit=(3, 5), p=1.0),
+                    A.GlassBlur(sigma=0.5, max_delta=2, iterations=1, p=1.0)], p=cfg.p_blur)
+    noise = A.OneOf([A.GaussNoise(std_range=(0.0, cfg.noise_std / 255.0), p=1.0),
+                     A.ISONoise(intensity=(0.1, 0.5), p=1.0)], p=cfg.p_noise)
+    return [A.RandomBrightnessContrast(brightness_limit=cfg.brightness, contrast_limit=cfg.contrast,
+                                       p=cfg.p_brightness_contrast),
+            A.RandomGamma(gamma_limit=tuple(cfg.gamma_range), p=cfg.p_gamma),
+            *([flare] if flare is not None else []), blur, noise]
 
 
 #: display gamma assumed when the images are taken back to linear light (the SPEED+ JPEGs are display-encoded)

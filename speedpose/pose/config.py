@@ -197,6 +197,9 @@ class AugmentConfig(ConfigModel):
                                                 "as a fraction of full scale")
     bloom_sigma: tuple[float, float] = Field((0.05, 0.15), description="glow's Gaussian sigma as a fraction of the "
                                              "image side")
+    localiser: bool = Field(False, description="also augment the localiser's frames: exposure, bloom, "
+                            "brightness/contrast, gamma, blur and noise (no flare or dropout), the same probabilities "
+                            "and curriculum")
     p_dropout: float = Field(0.5, ge=0, le=1, description="probability of coarse dropout inside the box")
     dropout_holes: tuple[int, int] = Field((1, 5), description="number of dropout holes")
     dropout_size: tuple[float, float] = Field((0.2, 0.5), description="hole side as a fraction of the box side")

@@ -22,6 +22,7 @@ Images travel as uint8 (4x less inter-process traffic); the model normalises the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -41,11 +42,15 @@ LOC_KEYS = ("loc_image", "loc_box_clipped", "loc_box_unclipped")
 
 
 def localiser_fields(split, i: int, loc_size: tuple[int, int], box_clipped: np.ndarray,
-                     box_unclipped: np.ndarray) -> dict[str, torch.Tensor]:
+                     box_unclipped: np.ndarray, augment=None) -> dict[str, torch.Tensor]:
     """The localiser's input and targets for record ``i``: the frame at ``loc_size`` (W, H) and the clipped and
-    unclipped keypoint boxes (full-resolution px, (4,) each) mapped to localiser pixels."""
+    unclipped keypoint boxes (full-resolution px, (4,) each) mapped to localiser pixels.  ``augment``: a
+    photometric change of the resized frame, (H, W) uint8 -> (H, W) uint8 (training), or None."""
     full = (split.camera.width, split.camera.height)
-    return {"loc_image": torch.from_numpy(resize_gray(split.image(i), loc_size))[None],
+    image = resize_gray(split.image(i), loc_size)
+    if augment is not None:
+        image = augment(image)
+    return {"loc_image": torch.from_numpy(np.ascontiguousarray(image))[None],
             "loc_box_clipped": torch.from_numpy(boxes_to_loc(box_clipped, loc_size, full)).float(),
             "loc_box_unclipped": torch.from_numpy(boxes_to_loc(box_unclipped, loc_size, full)).float()}
 
@@ -84,9 +89,16 @@ class StepAwareSamples(Dataset):
 
     step: int | None = None
     train: bool = True
+    photometric: Photometric | None = None
 
     def set_step(self, step: int) -> None:
         self.step = step
+
+    def frame_augment(self, seed: int):
+        """The photometric change of this sample's localiser frame in training (``augment.localiser``), or None."""
+        if not self.train or self.photometric is None or not self.photometric.cfg.localiser:
+            return None
+        return partial(self.photometric.frame, seed=seed, step=self.step)
 
     def sample_seed(self, i: int) -> int:
         """In training, a seed drawn from numpy's global RNG (which the engine seeds per sample); the record index
@@ -161,7 +173,7 @@ class CropSamples(StepAwareSamples):
         sample.update(crop_fields(vc, crop, R, self.r[i], s.spec))
         if not self.train or rng.random() < s.loc_fraction:
             sample.update(localiser_fields(self.split, i, tuple(s.loc_size), self.box_clipped[i],
-                                           self.box_unclipped[i]))
+                                           self.box_unclipped[i], self.frame_augment(seed)))
         return sample
 
 
@@ -217,5 +229,5 @@ class CropSetSamples(StepAwareSamples):
         if self.frames is not None and len(self.frame_indices) and rng.random() < self.sampling.loc_fraction:
             i = int(self.frame_indices[rng.integers(len(self.frame_indices))])
             sample.update(localiser_fields(self.frames, i, tuple(self.sampling.loc_size), self.box_clipped[i],
-                                           self.box_unclipped[i]))
+                                           self.box_unclipped[i], self.frame_augment(seed)))
         return sample
