@@ -7,6 +7,8 @@ Each positional argument is one variant: a dotted override of an inference key o
 with commas: ``model.refine_passes=1,model.pose_solver=fused``); ``base`` is the run's own config.  For every variant
 it prints the SPEED+ score (thresholds as the domain's), median E_R [deg], Acc@10, median E_T [m], localiser IoU and
 the prediction time per image [ms] (median of ``--repeats`` passes).  Training-only keys have no effect here.
+``--true-boxes`` also prints each variant on crops of the true keypoint boxes (the crop network apart from the
+localiser; the labels choose the boxes, so it is a diagnosis, not a result).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", default="last")
     ap.add_argument("--limit", type=int, default=None, help="first N images only")
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--true-boxes", action="store_true", help="also crop the true keypoint boxes (row '+ true box')")
     ap.add_argument("variants", nargs="*", default=["base"])
     args = ap.parse_args()
 
@@ -55,9 +58,16 @@ def main() -> None:
             t0 = time.perf_counter()
             pred = predict_split(run.model, split, idx, model_kind(cfg), batch_size=cfg.train.batch_size)
             times.append((time.perf_counter() - t0) / len(idx))
-        m = pose_metrics(pred, split, thresholds=default_thresholds(args.domain))
-        print(f"{variant:<44} {m['score']:7.3f} {m['e_r_median_deg']:8.2f} {m['acc@10']:7.3f} "
-              f"{m['e_t_median_m']:8.3f} {m.get('loc_iou', float('nan')):6.3f} {1000 * statistics.median(times):7.1f}")
+        rows = [(variant, pred, statistics.median(times))]
+        if args.true_boxes:
+            t0 = time.perf_counter()
+            pred = predict_split(run.model, split, idx, model_kind(cfg), batch_size=cfg.train.batch_size,
+                                 boxes_xyxy=split.kp_box(clipped=False)[idx])
+            rows.append((f"{variant} + true box", pred, (time.perf_counter() - t0) / len(idx)))
+        for name, pred, dt in rows:
+            m = pose_metrics(pred, split, thresholds=default_thresholds(args.domain))
+            print(f"{name:<44} {m['score']:7.3f} {m['e_r_median_deg']:8.2f} {m['acc@10']:7.3f} "
+                  f"{m['e_t_median_m']:8.3f} {m.get('loc_iou', float('nan')):6.3f} {1000 * dt:7.1f}")
 
 
 if __name__ == "__main__":
