@@ -176,6 +176,7 @@ class _Trainer:
         self.resumed_from: int | None = None
         self.train_time_s = 0.0  # wall time in training steps (data loading included, validation excluded)
         self._last_val_time_s = 0.0
+        self._last_val_step: int | None = None
         self.rng_to_restore: dict | None = None
         self._acc: dict[str, torch.Tensor] = {}
         self._acc_n = 0
@@ -338,6 +339,19 @@ class _Trainer:
             shown = " ".join(f"{k}={v:.5g}" for k, v in metrics.items())
             self.say(f"{where} step {self.global_step}: val {shown}{' (best)' if better else ''}")
         self._last_val_time_s = self.train_time_s
+        self._last_val_step = self.global_step
+        return names
+
+    def _final_validation(self, log: MetricsLog, epoch: int, stopped: str) -> list[str]:
+        """A run stopped mid-epoch by its budget (``max_steps``, ``max_time``) validates the model it stops with,
+        unless it just did: with a schedule fitted to that budget it is the annealed model, and ``best.pt`` must be
+        able to be it.  The random streams are put back afterwards, so a resume continues exactly as if no
+        validation had run.  A signal stops without one (the job is being killed).  Returns the checkpoint names."""
+        if stopped not in ("max_steps", "max_time") or self._last_val_step == self.global_step:
+            return [LAST_NAME]
+        rng = capture_rng(self.device)
+        names = self._validate_and_log(log, epoch, f"stopped ({stopped}), epoch {epoch + 1}/{self.tcfg.epochs}")
+        restore_rng(rng, self.device)
         return names
 
     def _mid_epoch_validation_due(self) -> bool:
@@ -430,7 +444,7 @@ class _Trainer:
                 bar.close()
                 self._flush(log, epoch, None)
                 if stopped is not None and self.step_in_epoch < self.steps_per_epoch:
-                    self.checkpoint([LAST_NAME])
+                    self.checkpoint(self._final_validation(log, epoch, stopped))
                     break
                 names = [LAST_NAME]
                 if (epoch + 1) % tcfg.val_every_epochs == 0 or epoch + 1 == tcfg.epochs:
