@@ -31,8 +31,8 @@ from speedpose.io_utils import atomic_write_json, read_json
 from speedpose.training.checkpoint import load_checkpoint
 
 #: seconds of inference per image on a 2-core CPU (standin_cpu: localiser, Lite0 on the crop, mode search at
-#: level 5), with a margin for slower machines: the whole step 4 (700 images, three reports with figures, the
-#: submission) took 12 s on a 2-core EPYC
+#: level 5): the whole step 4 (700 images, three reports with figures, the submission) took 12 s on a 2-core EPYC,
+#: 0.017 s per image; with the overheads below it reserves 39 s, about three times that
 EVAL_S_PER_IMAGE = 0.02
 #: share of the training stage's wall budget given to training steps (the rest: set-up, validations, checkpoints;
 #: measured: 3 s over the training time on a 10-minute run)

@@ -110,3 +110,30 @@ def test_camera_effect_ranges_are_checked(key):
         AugmentConfig(**{key: (2.0, 1.0)})
     with pytest.raises(ValueError, match="0 < low <= high"):
         AugmentConfig(**{key: (0.0, 1.0)})
+
+
+def test_camera_effects_defaults_and_bloom_width():
+    rng = np.random.default_rng(2)
+    crop = rng.integers(0, 256, (48, 64), dtype=np.uint8)
+    assert Photometric(AugmentConfig(), central_box_frac(1.3)).camera_effects(crop, rng) is crop  # off by default
+    glow = Photometric(AugmentConfig(p_bloom=1, bloom_strength=(0.5, 0.5), bloom_sigma=(0.1, 0.1)),
+                       central_box_frac(1.3))
+    # the glow's sigma is a fraction of the image's longer side (64 px here)
+    assert np.array_equal(glow.camera_effects(crop, np.random.default_rng(0)), bloom(crop, 0.5, 6.4))
+
+
+def test_localiser_frame_augmentation_is_seeded_and_follows_the_curriculum():
+    rng = np.random.default_rng(4)
+    frame = rng.integers(0, 256, (60, 96), dtype=np.uint8)
+    base = dict(p_brightness_contrast=1, p_noise=1, start_step=10, ramp_steps=0)
+    on = Photometric(AugmentConfig(**base, localiser=True), central_box_frac(1.3))
+    assert np.array_equal(on.frame(frame, 1, 12), on.frame(frame, 1, 12))
+    assert not np.array_equal(on.frame(frame, 1, 12), frame) and not np.array_equal(on.frame(frame, 1, 12),
+                                                                                    on.frame(frame, 2, 12))
+    assert np.array_equal(on.frame(frame, 1, 9), frame)  # before augment.start_step
+    off = Photometric(AugmentConfig(**base), central_box_frac(1.3))  # augment.localiser false
+    assert np.array_equal(off.frame(frame, 1, 12), frame)
+    # the camera effects draw from their own stream: a unit gain leaves the other draws of the frame as they were
+    unit = Photometric(AugmentConfig(**base, localiser=True, p_exposure=1, exposure_gain=(1.0, 1.0)),
+                       central_box_frac(1.3))
+    assert np.abs(unit.frame(frame, 1, 12).astype(int) - on.frame(frame, 1, 12)).max() <= 2

@@ -143,7 +143,7 @@ def test_max_steps_and_max_time_stop_with_a_checkpoint_and_resume(reference_run,
     ckpt = load_checkpoint(tmp_path / "last.pt")
     assert (ckpt["global_step"], ckpt["epoch"], ckpt["step_in_epoch"]) == (6, 1, 2)
     # stopped by its budget mid-epoch: the model it stops with is validated (best.pt may be it); the resume below
-    # still ends bit-identical to the uninterrupted run (the random streams are put back after that validation)
+    # still ends bit-identical to the uninterrupted run (validation leaves the random streams as they were)
     val_steps = {int(r["step"]) for r in read_metrics(tmp_path / "metrics.csv") if r["split"] == "val"}
     assert val_steps == {4, 6} and s1.last_val is not None  # the end of epoch 1, and the stop
     s2 = fit(ToyTask(cfg), toy_cfg("train.max_time_min=1e-6"), tmp_path, resume=True, progress=False)

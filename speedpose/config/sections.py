@@ -77,7 +77,8 @@ class TrainConfig(ConfigModel):
     seed: int = Field(0, ge=0, description="seed of every random choice (data order, augmentation, init)")
     max_time_min: Optional[float] = Field(None, gt=0, description="stop cleanly (with a checkpoint) after this "
                                           "many minutes of wall time; null = no limit (under DDP checked at "
-                                          "logging steps)")
+                                          "logging steps; a stop mid-epoch then validates once more: leave a "
+                                          "validation's time before a scheduler's hard limit)")
     max_train_time_min: Optional[float] = Field(None, gt=0, description="stop cleanly after this many minutes "
                                                 "spent in training steps (data loading included, validation and "
                                                 "set-up excluded): equal training budgets for learning curves; "

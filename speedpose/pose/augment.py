@@ -1,11 +1,12 @@
-"""Photometric augmentation of spacecraft crops (albumentations), built from the ``augment:`` config section.
+"""Photometric augmentation of spacecraft crops and localiser frames (albumentations), from the ``augment:`` section.
 
 What SPNv2 found to help across the SPEED+ domain gap (SPEEDPLUS.md section 8): brightness/contrast, gamma, Gaussian or
 ISO noise, one of motion/median/glass blur, a sun flare centred inside the spacecraft box and coarse dropout
 restricted to the box.  Two more, off by default, imitate the camera under the sunlamp (over-exposure and glare,
 SPEEDPLUS.md section 1): an exposure change in linear light clipped at white, and a bloom around what is white; they
-come first, as in the camera, before the blur and the noise.  Geometry (in-plane rotation of the virtual camera, box jitter) is applied when the crop is
-taken (:mod:`speedpose.pose.crops`), where the label can be updated exactly.  No flips: a mirror is not a rotation.
+come first, as in the camera, before the blur and the noise.  Geometry (in-plane rotation of the virtual camera, box
+jitter) is applied when the crop is taken (:mod:`speedpose.pose.crops`), where the label can be updated exactly.  No
+flips: a mirror is not a rotation.
 
 Every random choice comes from a per-sample seed, so a sample is the same after a resume.
 """
@@ -24,7 +25,8 @@ import albumentations as A  # noqa: E402  (after the environment variable)
 
 
 class Photometric:
-    """Photometric augmentation of (H, W) uint8 grayscale crops whose spacecraft box is known.
+    """Photometric augmentation of (H, W) uint8 grayscale crops whose spacecraft box is known (``__call__``), and of
+    the localiser's frames (:meth:`frame`).
 
     Args:
         cfg: the ``augment:`` section.
@@ -79,7 +81,6 @@ class Photometric:
             out[sl] = self.dropout(image=np.ascontiguousarray(out[sl]))["image"]
         return out
 
-
     def frame(self, img: np.ndarray, seed: int, step: int | None = None) -> np.ndarray:
         """Augment one localiser frame (``augment.localiser``): the exposure change, the bloom, brightness/contrast,
         gamma, blur and noise, with the crops' probabilities and curriculum. (H, W) uint8 -> (H, W) uint8;
@@ -89,9 +90,8 @@ class Photometric:
         share = self.share(step)
         if share < 1.0 and not np.random.default_rng([seed, 4]).random() < share:
             return img
-        rng = np.random.default_rng([seed, 3])
-        img = self.camera_effects(img, rng)
-        self.frame_ops.set_random_seed(int(rng.integers(2**31)))
+        img = self.camera_effects(img, np.random.default_rng([seed, 5]))  # its own stream, as for the crops
+        self.frame_ops.set_random_seed(int(np.random.default_rng([seed, 3]).integers(2**31)))
         out = self.frame_ops(image=np.repeat(img[..., None], 3, axis=2))["image"]
         return np.round(out.astype(np.float32).mean(axis=2)).astype(np.uint8)
 

@@ -166,13 +166,6 @@ class LossConfig(ConfigModel):
 class AugmentConfig(ConfigModel):
     """Training augmentation (``augment:``); probabilities per sample."""
 
-    @field_validator("exposure_gain", "bloom_strength", "bloom_sigma")
-    @classmethod
-    def _positive_range(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if not 0 < v[0] <= v[1]:
-            raise ValueError(f"expected a range [low, high] with 0 < low <= high, got {list(v)}")
-        return v
-
     enabled: bool = Field(True, description="master switch")
     start_step: int = Field(0, ge=0, description="photometric augmentation is off before this optimiser step "
                             "(the orientation is found first on clean crops; geometry jitter stays on)")
@@ -208,6 +201,13 @@ class AugmentConfig(ConfigModel):
     box_scale: tuple[float, float] = Field((0.9, 1.2), description="box jitter: scale range of the box side")
     box_shift: float = Field(0.1, ge=0, le=0.5, description="box jitter: max centre shift as a fraction of the side "
                              "(clamped so that the spacecraft stays inside the crop)")
+
+    @field_validator("exposure_gain", "bloom_strength", "bloom_sigma")
+    @classmethod
+    def _positive_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1]:
+            raise ValueError(f"expected a range [low, high] with 0 < low <= high, got {list(v)}")
+        return v
 
 
 class SpeedplusExperiment(ExperimentConfig):

@@ -176,7 +176,6 @@ class _Trainer:
         self.resumed_from: int | None = None
         self.train_time_s = 0.0  # wall time in training steps (data loading included, validation excluded)
         self._last_val_time_s = 0.0
-        self._last_val_step: int | None = None
         self.rng_to_restore: dict | None = None
         self._acc: dict[str, torch.Tensor] = {}
         self._acc_n = 0
@@ -285,9 +284,11 @@ class _Trainer:
             self._time_fraction = max_over_ranks(self.train_time_s / self._time_budget_s, self.ctx)
         over_time = (self.tcfg.max_time_min is not None and time.monotonic() - t0 > 60.0 * self.tcfg.max_time_min) \
             or (self.tcfg.max_train_time_min is not None and self.train_time_s > 60.0 * self.tcfg.max_train_time_min)
-        local = self._signal or over_time
-        if any_rank(local, self.ctx):  # every rank stops at the same step
-            reason = reason or ("signal" if self._signal else "max_time")
+        # every rank stops at the same step and for the same reason (a signal wins): the reason decides whether
+        # the ranks then validate together (_final_validation)
+        code = int(max_over_ranks(2 if self._signal else 1 if over_time else 0, self.ctx))
+        if code:
+            reason = reason or ("signal" if code == 2 else "max_time")
         return reason
 
     def _train_step(self, model: nn.Module, batch: Any) -> None:
@@ -339,20 +340,16 @@ class _Trainer:
             shown = " ".join(f"{k}={v:.5g}" for k, v in metrics.items())
             self.say(f"{where} step {self.global_step}: val {shown}{' (best)' if better else ''}")
         self._last_val_time_s = self.train_time_s
-        self._last_val_step = self.global_step
         return names
 
     def _final_validation(self, log: MetricsLog, epoch: int, stopped: str) -> list[str]:
-        """A run stopped mid-epoch by its budget (``max_steps``, ``max_time``) validates the model it stops with,
-        unless it just did: with a schedule fitted to that budget it is the annealed model, and ``best.pt`` must be
-        able to be it.  The random streams are put back afterwards, so a resume continues exactly as if no
-        validation had run.  A signal stops without one (the job is being killed).  Returns the checkpoint names."""
-        if stopped not in ("max_steps", "max_time") or self._last_val_step == self.global_step:
+        """A run stopped mid-epoch by its budget (``max_steps``, ``max_time``) validates the model it stops with:
+        with a schedule fitted to that budget it is the annealed model, and ``best.pt`` must be able to be it.
+        Validation leaves the random streams as they were (:func:`run_validate`), so a resume continues exactly as
+        without it.  A signal stops without one (the job is being killed).  Returns the checkpoint names."""
+        if stopped not in ("max_steps", "max_time"):
             return [LAST_NAME]
-        rng = capture_rng(self.device)
-        names = self._validate_and_log(log, epoch, f"stopped ({stopped}), epoch {epoch + 1}/{self.tcfg.epochs}")
-        restore_rng(rng, self.device)
-        return names
+        return self._validate_and_log(log, epoch, f"stopped ({stopped}), epoch {epoch + 1}/{self.tcfg.epochs}")
 
     def _mid_epoch_validation_due(self) -> bool:
         """``train.val_every_steps`` / ``train.val_every_min`` (the latter agreed between ranks at logging steps)."""
