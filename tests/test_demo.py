@@ -16,6 +16,20 @@ from speedpose.submission import read_submission_csv
 SMOKE = ["data.val_limit=2", "train.batch_size=2", "train.workers=0", "train.device=cpu", "train.max_steps=2"]
 
 
+def test_a_short_demo_starts_its_augmentation_earlier():
+    from speedpose.config import load_config
+    from speedpose.config.shipped import resolve_config
+
+    aug = load_config(resolve_config("standin_cpu", "speedplus"), []).augment
+    assert (aug.start_step, aug.ramp_steps) == (1000, 1000)
+    assert demo_stage.augment_schedule(aug, demo_stage.plan(15)) == [("augment.start_step", 400),
+                                                                     ("augment.ramp_steps", 400)]
+    assert demo_stage.augment_schedule(aug, demo_stage.plan(60)) == [("augment.start_step", 1000),
+                                                                     ("augment.ramp_steps", 1000)]
+    sizes = demo_stage.DemoPlan(minutes=1.0, train=4, val=2, lightbox=2, sunlamp=2, config="smoke")
+    assert demo_stage.augment_schedule(aug, sizes) == []
+
+
 def test_plan_scales_with_the_budget():
     small, default = demo_stage.plan(1), demo_stage.plan(15)
     assert (small.train, small.val, small.lightbox, small.crops) == (30, 7, 7, 1000)
