@@ -65,8 +65,8 @@ class Photometric:
         if share < 1.0 and not np.random.default_rng([seed, 1]).random() < share:
             return crop
         rng = np.random.default_rng(seed)
-        # a generator of its own: switching the camera effects on leaves the other draws of a sample unchanged
-        crop = self.camera_effects(crop, np.random.default_rng([seed, 2]))
+        # a stream of its own: switching the camera effects on leaves the other draws of a sample unchanged
+        crop = self.camera_effects(crop, [seed, 2])
         self.global_ops.set_random_seed(int(rng.integers(2**31)))
         # flare and ISO noise work on colour images: augment in RGB, return to gray like the real images
         rgb = np.repeat(crop[..., None], 3, axis=2)
@@ -90,14 +90,18 @@ class Photometric:
         share = self.share(step)
         if share < 1.0 and not np.random.default_rng([seed, 4]).random() < share:
             return img
-        img = self.camera_effects(img, np.random.default_rng([seed, 5]))  # its own stream, as for the crops
+        img = self.camera_effects(img, [seed, 5])  # its own stream, as for the crops
         self.frame_ops.set_random_seed(int(np.random.default_rng([seed, 3]).integers(2**31)))
         out = self.frame_ops(image=np.repeat(img[..., None], 3, axis=2))["image"]
         return np.round(out.astype(np.float32).mean(axis=2)).astype(np.uint8)
 
-    def camera_effects(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """The exposure change and the bloom (each with its probability), (H, W) uint8 -> (H, W) uint8."""
+    def camera_effects(self, img: np.ndarray, seed: list[int]) -> np.ndarray:
+        """The exposure change and the bloom (each with its probability, drawn from the stream ``seed``), (H, W)
+        uint8 -> (H, W) uint8; no work when both probabilities are 0."""
         c = self.cfg
+        if not (c.p_exposure or c.p_bloom):
+            return img
+        rng = np.random.default_rng(seed)
         expose, glow = rng.random() < c.p_exposure, rng.random() < c.p_bloom
         if not (expose or glow):
             return img

@@ -89,8 +89,7 @@ def jitter_box(box_xyxy: np.ndarray, rng: np.random.Generator, spec: CropSpec,
     """
     x0, y0, x1, y1 = np.asarray(box_xyxy, dtype=np.float64)
     side = np.array([x1 - x0, y1 - y0])
-    # never shrink the box so much that the spacecraft cannot fit in the crop at all
-    scale = max(rng.uniform(*scale_range), 1.0 / (0.97 * spec.margin))
+    scale = max(rng.uniform(*scale_range), min_jitter_scale(spec))
     # the crop is square and frames the larger side: the original box stays inside when
     # |shift| + side/2 <= scale * max(side) * margin / 2 on each axis
     room = np.maximum(scale * side.max() * spec.margin * 0.97 / 2 - side / 2, 0.0)  # 3%: perspective, distortion
@@ -98,11 +97,17 @@ def jitter_box(box_xyxy: np.ndarray, rng: np.random.Generator, spec: CropSpec,
     return scale_boxes(box_xyxy, scale) + np.tile(shift, 2)
 
 
+def min_jitter_scale(spec: CropSpec) -> float:
+    """The smallest box scale :func:`jitter_box` draws: below it the spacecraft could not fit in the crop at all
+    (3% kept for perspective and distortion)."""
+    return 1.0 / (0.97 * spec.margin)
+
+
 def mean_jitter_scale(scale_range: tuple[float, float], spec: CropSpec) -> float:
-    """The mean box scale that :func:`jitter_box` draws: E[max(U(lo, hi), 1 / (0.97 margin))] (the framing of the
-    average training crop)."""
+    """The mean box scale that :func:`jitter_box` draws: E[max(U(lo, hi), :func:`min_jitter_scale`)] (the framing of
+    the average training crop)."""
     lo, hi = float(scale_range[0]), float(scale_range[1])
-    floor = 1.0 / (0.97 * spec.margin)
+    floor = min_jitter_scale(spec)
     if hi - lo < 1e-12 or floor >= hi:
         return max((lo + hi) / 2, floor)
     if floor <= lo:

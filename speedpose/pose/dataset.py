@@ -95,8 +95,9 @@ class StepAwareSamples(Dataset):
         self.step = step
 
     def frame_augment(self, seed: int):
-        """The photometric change of this sample's localiser frame in training (``augment.localiser``), or None."""
-        if not self.train or self.photometric is None or not self.photometric.cfg.localiser:
+        """The photometric change of this sample's localiser frame in training (:meth:`Photometric.frame`, which
+        leaves the frame alone unless ``augment.localiser``), or None outside training."""
+        if not self.train or self.photometric is None:
             return None
         return partial(self.photometric.frame, seed=seed, step=self.step)
 
