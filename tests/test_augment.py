@@ -137,3 +137,23 @@ def test_localiser_frame_augmentation_is_seeded_and_follows_the_curriculum():
     unit = Photometric(AugmentConfig(**base, localiser=True, p_exposure=1, exposure_gain=(1.0, 1.0)),
                        central_box_frac(1.3))
     assert np.abs(unit.frame(frame, 1, 12).astype(int) - on.frame(frame, 1, 12)).max() <= 2
+
+
+def test_localiser_frames_get_a_lamp_anywhere_and_no_blur_or_noise():
+    """The frame augmentation: no blur and no noise (the frames are downscaled ~10x, where the crops' kernels would
+    be ten times the camera's); the sun flare (p_flare) lands anywhere in the frame, not in the central box."""
+    frame = np.full((60, 96), 20, dtype=np.uint8)
+    quiet = Photometric(AugmentConfig(localiser=True, p_brightness_contrast=0, p_gamma=0, p_flare=0, p_blur=1,
+                                      p_noise=1), central_box_frac(1.3))
+    assert np.array_equal(quiet.frame(frame, 1, None), frame)
+    lamp = Photometric(AugmentConfig(localiser=True, p_brightness_contrast=0, p_gamma=0, p_flare=1, p_blur=0,
+                                     p_noise=0), central_box_frac(1.3))
+    peaks = []
+    for seed in range(24):
+        out = lamp.frame(frame, seed, None).astype(int)
+        assert out.max() > 100 and (out >= frame).all()  # a bright source, only added light
+        peaks.append(np.unravel_index(np.argmax(out), out.shape))
+    ys, xs = np.array(peaks).T
+    x0, y0, x1, y1 = central_box_frac(1.3)
+    outside = (xs < x0 * 96) | (xs > x1 * 96) | (ys < y0 * 60) | (ys > y1 * 60)
+    assert outside.sum() >= 6 and xs.min() < 24 and xs.max() > 72  # spread over the frame

@@ -146,3 +146,20 @@ def test_bad_inputs_raise(grid3):
         so3_cross_entropy(torch.zeros(2, 455), torch.eye(3).expand(3, 3, 3), grid3)
     with pytest.raises(ShapeError):
         coarse_to_fine_mode(torch.zeros(2, 455), grid3, level=2)
+
+
+def test_rotate_coeffs_expresses_the_distribution_in_another_frame(grid1):
+    """g = rotate_coeffs(f, Q) is g(R) = f(Q R) at any rotation; a delta at R* moves to Q^T R*."""
+    from speedpose.geometry.wigner import wigner_features
+    from speedpose.models.i2s import rotate_coeffs
+
+    c = random_smooth_coeffs(3, 7)
+    Q = _rots(3, 8)
+    R = grid1.rotations[::37]  # (N, 3, 3)
+    g_at_R = torch.einsum("bn,bkn->bk", rotate_coeffs(c, Q).double(), wigner_features(R.double()[None], LMAX)
+                          .expand(3, -1, -1))
+    f_at_QR = torch.einsum("bn,bkn->bk", c.double(), wigner_features(Q.double()[:, None] @ R.double()[None], LMAX))
+    torch.testing.assert_close(g_at_R, f_at_QR, atol=1e-4, rtol=1e-5)
+    R_star = _rots(3, 9)
+    moved, _ = predict_mode(rotate_coeffs(delta_coeffs(R_star, LMAX), Q), level=5)
+    assert _deg(moved, Q.transpose(1, 2) @ R_star).max() < 0.05

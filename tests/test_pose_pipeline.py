@@ -159,3 +159,48 @@ def test_localiser_frames_are_augmented_only_when_asked(smoke_cfg, tiny_prepared
     assert torch.equal(samples[True]["crop"], samples[False]["crop"])  # the crop's own draws are untouched
     val = model_kind(cfgs[True]).samples(split, np.arange(len(split)), train=False)
     assert torch.equal(val[1]["loc_image"], frame)
+
+
+def test_views_are_combined_in_the_first_views_frame():
+    """Four crops rolled about the optical axis, each predicting the true rotation in its own virtual camera: the
+    combined distribution peaks at the truth in the first crop's frame, although view 0 alone is the weakest (left
+    in their own frames, the sharper other views would win)."""
+    from speedpose.geometry.rotations import axis_angle_to_matrix, geodesic_angle_matrix, random_rotation_matrices
+    from speedpose.geometry.wigner import delta_coeffs
+    from speedpose.models.i2s import predict_mode
+    from speedpose.pose.orientation import mean_over_views
+
+    rng = np.random.default_rng(0)
+    R_true = random_rotation_matrices(3, rng)  # (B, 3, 3) camera frame
+    base = random_rotation_matrices(3, rng)  # view 0's virtual cameras
+    rolls = [axis_angle_to_matrix(torch.tensor([0.0, 0.0, 2 * np.pi * v / 4], dtype=torch.float64)).numpy()
+             for v in range(4)]
+    R_cam_virt = np.stack([base @ roll for roll in rolls])  # (V, B, 3, 3)
+    R_virt = np.einsum("vbji,bjk->vbik", R_cam_virt, R_true)  # the truth in each view's frame
+    coeffs = torch.stack([delta_coeffs(torch.from_numpy(R), 6).float() for R in R_virt])
+    coeffs[0] *= 0.3
+    R_mode, _ = predict_mode(mean_over_views(coeffs, R_cam_virt), level=5)
+    err = geodesic_angle_matrix(R_mode.double(), torch.from_numpy(R_virt[0]))
+    assert float(err.max()) < np.radians(0.1)
+    R_own, _ = predict_mode(coeffs.mean(dim=0), level=5)  # not re-expressed: a wrong frame wins
+    assert float(geodesic_angle_matrix(R_own.double(), torch.from_numpy(R_virt[0])).min()) > np.radians(30)
+
+
+def test_in_plane_views_run_and_keep_the_first_crop(smoke_cfg, tiny_prepared):
+    """model.in_plane_views: more crop-network forwards per image, the localiser's box and score unchanged, a
+    different (combined) pose; one view is the single-crop chain exactly."""
+    root, prep = tiny_prepared
+    split = open_split(prep, "synthetic", "validation", root=root)
+    torch.manual_seed(0)
+    model = SpeedplusTask(smoke_cfg).build_model()
+    idx = np.arange(len(split))
+    one = predict_split(model, split, idx, model_kind(smoke_cfg))
+    cfg = smoke_cfg.model_copy(update={"model": smoke_cfg.model.model_copy(update={"in_plane_views": 4})})
+    kind = model_kind(cfg)
+    assert kind.inference.in_plane_views == 4
+    four = predict_split(model, split, idx, kind)
+    np.testing.assert_array_equal(one.box_xyxy, four.box_xyxy)
+    np.testing.assert_array_equal(one.loc_score, four.loc_score)
+    np.testing.assert_array_equal(one.R_cam_virt, four.R_cam_virt)
+    assert np.isfinite(four.q_wxyz).all() and np.isfinite(four.r_cam_m).all()
+    assert not np.allclose(one.q_wxyz, four.q_wxyz) and not np.allclose(one.r_cam_m, four.r_cam_m)

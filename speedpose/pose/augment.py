@@ -40,9 +40,7 @@ class Photometric:
         flare = A.RandomSunFlare(flare_roi=box_frac, src_radius=64, angle_range=(0, 1),
                                  num_flare_circles_range=(3, 6), p=cfg.p_flare)
         self.global_ops = A.Compose(_global_ops(cfg, flare))
-        # the localiser's frames (augment.localiser): the spacecraft box moves from frame to frame, so no flare or
-        # dropout tied to it
-        self.frame_ops = A.Compose(_global_ops(cfg, None))
+        self._frame_ops: dict[tuple[int, int], A.Compose] = {}  # per frame size (:meth:`frame`)
         self.dropout = A.Compose([A.CoarseDropout(num_holes_range=tuple(cfg.dropout_holes),
                                                   hole_height_range=tuple(cfg.dropout_size),
                                                   hole_width_range=tuple(cfg.dropout_size), fill=0, p=1.0)])
@@ -83,16 +81,20 @@ class Photometric:
 
     def frame(self, img: np.ndarray, seed: int, step: int | None = None) -> np.ndarray:
         """Augment one localiser frame (``augment.localiser``): the exposure change, the bloom, brightness/contrast,
-        gamma, blur and noise, with the crops' probabilities and curriculum. (H, W) uint8 -> (H, W) uint8;
-        deterministic for ``(seed, step)``, drawn apart from the crop's augmentation of the same seed."""
+        gamma and a bright light source anywhere in the frame (:func:`frame_ops`), with the crops' probabilities and
+        curriculum. (H, W) uint8 -> (H, W) uint8; deterministic for ``(seed, step)``, drawn apart from the crop's
+        augmentation of the same seed."""
         if not (self.cfg.enabled and self.cfg.localiser):
             return img
         share = self.share(step)
         if share < 1.0 and not np.random.default_rng([seed, 4]).random() < share:
             return img
         img = self.camera_effects(img, [seed, 5])  # its own stream, as for the crops
-        self.frame_ops.set_random_seed(int(np.random.default_rng([seed, 3]).integers(2**31)))
-        out = self.frame_ops(image=np.repeat(img[..., None], 3, axis=2))["image"]
+        ops = self._frame_ops.get(img.shape)
+        if ops is None:
+            ops = self._frame_ops[img.shape] = A.Compose(frame_ops(self.cfg, img.shape))
+        ops.set_random_seed(int(np.random.default_rng([seed, 3]).integers(2**31)))
+        out = ops(image=np.repeat(img[..., None], 3, axis=2))["image"]
         return np.round(out.astype(np.float32).mean(axis=2)).astype(np.uint8)
 
     def camera_effects(self, img: np.ndarray, seed: list[int]) -> np.ndarray:
@@ -115,15 +117,36 @@ class Photometric:
 
 
 def _global_ops(cfg: AugmentConfig, flare) -> list:
-    """The albumentations steps on the whole image, in the camera's order (``flare`` None: left out)."""
+    """The albumentations steps on the whole crop, in the camera's order."""
     blur = A.OneOf([A.MotionBlur(blur_limit=(3, 7), p=1.0), A.MedianBlur(blur_limit=(3, 5), p=1.0),
                     A.GlassBlur(sigma=0.5, max_delta=2, iterations=1, p=1.0)], p=cfg.p_blur)
     noise = A.OneOf([A.GaussNoise(std_range=(0.0, cfg.noise_std / 255.0), p=1.0),
                      A.ISONoise(intensity=(0.1, 0.5), p=1.0)], p=cfg.p_noise)
+    return [*_tone_ops(cfg), flare, blur, noise]
+
+
+def _tone_ops(cfg: AugmentConfig) -> list:
+    """Brightness/contrast and gamma, each with its probability."""
     return [A.RandomBrightnessContrast(brightness_limit=cfg.brightness, contrast_limit=cfg.contrast,
                                        p=cfg.p_brightness_contrast),
-            A.RandomGamma(gamma_limit=tuple(cfg.gamma_range), p=cfg.p_gamma),
-            *([flare] if flare is not None else []), blur, noise]
+            A.RandomGamma(gamma_limit=tuple(cfg.gamma_range), p=cfg.p_gamma)]
+
+
+#: radius of the light source that :func:`frame_ops` puts in a localiser frame, as a fraction of the frame's longer
+#: side (its glow spreads about three times as far)
+FRAME_FLARE_RADIUS = 0.15
+
+
+def frame_ops(cfg: AugmentConfig, shape: tuple[int, int]) -> list:
+    """The albumentations steps on a localiser frame of ``shape`` (H, W): brightness/contrast, gamma and, with
+    probability ``p_flare``, a lamp anywhere in the frame (albumentations' physics-based sun flare: a bright source
+    with its glow and ghosts, the distractor the sunlamp domain puts beside the spacecraft; the crops' flare is tied
+    to the spacecraft box instead).  No blur or noise: the localiser sees frames downscaled about ten times, where
+    the crops' kernels (3-7 px) and noise (up to 40 grey levels) would be ten times the camera's."""
+    radius = max(1, int(round(FRAME_FLARE_RADIUS * max(shape))))
+    return [*_tone_ops(cfg),
+            A.RandomSunFlare(flare_roi=(0.0, 0.0, 1.0, 1.0), src_radius=radius, angle_range=(0, 1),
+                             num_flare_circles_range=(3, 6), method="physics_based", p=cfg.p_flare)]
 
 
 #: display gamma assumed when the images are taken back to linear light (the SPEED+ JPEGs are display-encoded)

@@ -143,6 +143,11 @@ class ModelConfig(ConfigModel):
     refine_passes: int = Field(0, ge=0, le=3, description="crop model inference: crop again this many times around "
                                "the keypoint box of the pose just predicted (corrects the localiser's box; one more "
                                "crop-network forward each)")
+    in_plane_views: int = Field(1, ge=1, le=16, description="crop model inference: crops of each box, their "
+                                "virtual cameras rolled 360/n deg apart about the optical axis; the pose is the mode "
+                                "of the product of their rotation distributions (each re-expressed in the first "
+                                "crop's frame, exactly) and the mean of their translations (n crop-network forwards "
+                                "per image; the keypoints come from the first crop; 1 = one crop)")
     translation_hidden: int = Field(256, ge=8, description="hidden units of the translation head")
     localiser: LocaliserConfig = Field(default_factory=LocaliserConfig, description="localisation network")
 
@@ -191,8 +196,8 @@ class AugmentConfig(ConfigModel):
     bloom_sigma: tuple[float, float] = Field((0.05, 0.15), description="glow's Gaussian sigma as a fraction of the "
                                              "image side")
     localiser: bool = Field(False, description="also augment the localiser's frames: exposure, bloom, "
-                            "brightness/contrast, gamma, blur and noise (no flare or dropout), the same probabilities "
-                            "and curriculum")
+                            "brightness/contrast, gamma and a lamp anywhere in the frame (p_flare), the same "
+                            "probabilities and curriculum (no blur, noise or dropout)")
     p_dropout: float = Field(0.5, ge=0, le=1, description="probability of coarse dropout inside the box")
     dropout_holes: tuple[int, int] = Field((1, 5), description="number of dropout holes")
     dropout_size: tuple[float, float] = Field((0.2, 0.5), description="hole side as a fraction of the box side")

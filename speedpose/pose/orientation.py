@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from speedpose.geometry.rotations import matrix_to_quat_wxyz
-from speedpose.models.i2s import I2SHead, predict_mode, refine_mode
+from speedpose.models.i2s import I2SHead, predict_mode, refine_mode, rotate_coeffs
 
 #: grid cells (highest logits first) searched for the other modes
 ALTERNATIVE_POOL = 256
@@ -24,6 +24,22 @@ def rotation_mode(head: I2SHead, coeffs: torch.Tensor, level: int) -> tuple[torc
         (R (B, 3, 3) float32, confidence (B,) in [0, 1]).
     """
     return predict_mode(coeffs, level=max(level, head.grid.level), grid=head.grid)
+
+
+def mean_over_views(coeffs: torch.Tensor, R_cam_virt: np.ndarray) -> torch.Tensor:
+    """The mean of V views' log-densities (the product of their distributions, renormalised), in the first view's
+    frame: view ``v`` predicts the rotation in its own virtual camera, ``R_virt_v = Q_v R_virt_0`` with
+    ``Q_v = R_cam_virt_v^T R_cam_virt_0``, so its coefficients are re-expressed by :func:`rotate_coeffs`.
+
+    Args:
+        coeffs: (V, B, n_coeffs) each view's head output.
+        R_cam_virt: (V, B, 3, 3) each view's virtual-camera rotation (virtual -> real camera).
+    Returns:
+        (B, n_coeffs) float32, a distribution of the rotation in view 0's virtual camera.
+    """
+    R = torch.from_numpy(np.asarray(R_cam_virt, dtype=np.float64))
+    Q = R.transpose(-1, -2) @ R[:1]  # (V, B, 3, 3)
+    return torch.stack([rotate_coeffs(c.float(), q) for c, q in zip(coeffs, Q)]).mean(dim=0)
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@ Public API:
     predict_mode                  coarse-to-fine mode search (level >= 5) + Newton refinement + confidence
     so3_distribution              probabilities on a chosen grid level (for plots)
     dense_argmax                  exact chunked argmax on a level (reference for the mode search)
+    rotate_coeffs                 the coefficients of the same distribution in another frame
 """
 
 from speedpose.models.i2s.grid_signal import SO3GridSignal
@@ -19,6 +20,7 @@ from speedpose.models.i2s.inference import (
     mode_confidence,
     predict_mode,
     refine_mode,
+    rotate_coeffs,
     so3_distribution,
 )
 from speedpose.models.i2s.loss import so3_cross_entropy, so3_log_likelihood
@@ -33,6 +35,7 @@ __all__ = [
     "mode_confidence",
     "predict_mode",
     "refine_mode",
+    "rotate_coeffs",
     "so3_cross_entropy",
     "so3_distribution",
     "so3_log_likelihood",

@@ -48,6 +48,7 @@ __all__ = [
     "so3_distribution",
     "dense_argmax",
     "lmax_of",
+    "rotate_coeffs",
 ]
 
 
@@ -109,6 +110,23 @@ def coarse_to_fine_mode(coeffs: torch.Tensor, grid: SO3GridSignal, level: int = 
 
 def _blocks(coeffs: torch.Tensor, lmax: int) -> list[torch.Tensor]:
     return [coeffs[:, sl].reshape(-1, 2 * l + 1, 2 * l + 1) for l, sl in enumerate(so3_degree_slices(lmax))]
+
+
+def rotate_coeffs(coeffs: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
+    """The coefficients of ``g(R) = f(Q R)``, where ``f`` is the signal of ``coeffs``: the distribution of ``R``
+    expressed in another frame (``coeffs`` give the rotation in frame B, ``Q`` maps frame A to frame B, the result
+    gives it in frame A: ``R_B = Q R_A``).  Exact for band-limited signals: ``G_l = D_l(Q)^T F_l``.
+
+    Args:
+        coeffs: (B, n_coeffs); Q: (B, 3, 3) rotations.
+    Returns:
+        (B, n_coeffs) in ``coeffs``' dtype (computed in float64).
+    """
+    lmax = lmax_of(coeffs)
+    with torch.no_grad(), torch.autocast(coeffs.device.type, enabled=False):
+        D = wigner_D_blocks(Q.to(device=coeffs.device, dtype=torch.float64), lmax)
+        F = _blocks(coeffs.detach().double(), lmax)
+        return torch.cat([(D[l].transpose(1, 2) @ F[l]).flatten(1) for l in range(lmax + 1)], dim=1).to(coeffs.dtype)
 
 
 def refine_mode(coeffs: torch.Tensor, R: torch.Tensor, steps: int = 2, max_step_rad: float = math.radians(4.0)

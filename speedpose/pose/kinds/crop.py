@@ -9,11 +9,14 @@ from I2S and the translation from geometry.
 * Loss: rotation + translation + localisation (+ keypoints), weighted by ``loss:``.
 * Inference: :func:`localise_and_crop`, the crop network, the rotation mode and the decoded translation mapped back
   to the real camera; ``model.pose_solver`` may take the translation (and the pose) from the keypoints, and
-  ``model.refine_passes`` crops again around the keypoint box of the pose just predicted.
+  ``model.refine_passes`` crops again around the keypoint box of the pose just predicted, and
+  ``model.in_plane_views`` averages the rotation distribution and the translation over crops rolled about the optical
+  axis.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -36,7 +39,7 @@ from speedpose.pose.kinds.base import BatchPoses, ModelKind, NetworkInputs
 from speedpose.pose.localiser import Localiser, boxes_to_full, decode_boxes, localisation_loss, make_targets
 from speedpose.pose.metrics import pose_metrics
 from speedpose.pose.model import PoseModel, build_pose_net, rotation_loss, unwrap
-from speedpose.pose.orientation import rotation_alternatives, rotation_mode
+from speedpose.pose.orientation import mean_over_views, rotation_alternatives, rotation_mode
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,9 @@ class CropInference:
         kp_inlier_px, kp_min_inliers: the inlier gate [crop px] and the fewest inliers of the keypoint solvers
             (``model.keypoints.inlier_px``, ``model.keypoints.min_inliers``).
         kp_hypotheses: rotations the keypoint solvers try, the I2S mode first (``model.keypoints.hypotheses``).
+        in_plane_views: crops of each box, their virtual cameras rolled 360 / n deg apart about the optical axis,
+            whose rotation distributions (multiplied) and translations (averaged) make the pose
+            (``model.in_plane_views``; 1 = one crop).
         box_scale: each box is scaled by this before it is cropped (``data.infer_box_scale``, by default the centre
             of the training box jitter ``augment.box_scale``): the crops are then framed as the average training
             crop; a network trained on jittered boxes is most accurate there (measured: on crops framed at the
@@ -70,6 +76,7 @@ class CropInference:
     kp_min_inliers: int = 4
     kp_hypotheses: int = 3
     box_scale: float = 1.0
+    in_plane_views: int = 1
 
 
 def localise_and_crop(model: PoseModel, split, indices, spec: CropSpec, loc_size: tuple[int, int],
@@ -150,7 +157,8 @@ class CropKind(ModelKind):
                    inference=CropInference(spec, loc_size, m.i2s.infer_level, m.refine_passes, m.pose_solver,
                                            m.keypoints.min_confidence, m.keypoints.inlier_px,
                                            m.keypoints.min_inliers, m.keypoints.hypotheses,
-                                           d.infer_box_scale or mean_jitter_scale(cfg.augment.box_scale, spec)),
+                                           d.infer_box_scale or mean_jitter_scale(cfg.augment.box_scale, spec),
+                                           m.in_plane_views),
                    weights=cfg.loss, crop_set=d.crop_set or None)
 
     @property
@@ -218,26 +226,51 @@ class CropKind(ModelKind):
         return localise_and_crop(model, split, indices, self.inference.spec, self.inference.loc_size, device,
                                  in_plane_rad, boxes_xyxy, cache, self.inference.box_scale)
 
+    def _views(self, model: PoseModel, split, indices: np.ndarray, device: torch.device,
+                boxes_xyxy: np.ndarray | None) -> tuple[NetworkInputs, dict[str, torch.Tensor], np.ndarray]:
+        """The crop network on :attr:`CropInference.in_plane_views` crops of each box (the localiser's, or
+        ``boxes_xyxy``), rolled evenly about the optical axis.
+
+        Returns:
+            (the first view's inputs; its outputs with ``coeffs`` replaced by the views' :func:`mean_over_views`
+            (in the first view's frame); translations (B, 3) [m, real camera], the mean of the views' decoded ones).
+        """
+        n = self.inference.in_plane_views
+        cache: dict = {}
+        inputs, outputs, r = [], [], []
+        for v in range(n):
+            inp = self.network_inputs(model, split, indices, device, in_plane_rad=2 * math.pi * v / n,
+                                      boxes_xyxy=boxes_xyxy if v == 0 else inputs[0].box_xyxy, cache=cache)
+            out = model.net_outputs(inp.images_u8, device)
+            t = out["t"].double().cpu().numpy()
+            r.append(np.stack([decode_translation(vc, tk, self.inference.spec) for vc, tk in zip(inp.cameras, t)]))
+            inputs.append(inp)
+            outputs.append(out)
+        first = dict(outputs[0])
+        if n > 1:
+            first["coeffs"] = mean_over_views(torch.stack([o["coeffs"] for o in outputs]),
+                                              np.stack([i.R_cam_virt for i in inputs]))
+        return inputs[0], first, np.mean(r, axis=0)
+
     @torch.no_grad()
     def predict_batch(self, model: PoseModel, split, indices: np.ndarray, device: torch.device,
                       boxes_xyxy: np.ndarray | None = None) -> BatchPoses:
-        """The chain of the module docstring; ``box_xyxy`` and ``loc_score`` stay those of the first crop."""
+        """The chain of the module docstring; ``box_xyxy`` and ``loc_score`` stay those of the first crop; the
+        keypoints (and the keypoint solvers) use the first of the in-plane views."""
         inf = self.inference
-        inp = self.network_inputs(model, split, indices, device, boxes_xyxy=boxes_xyxy)
-        loc_box, loc_score = inp.box_xyxy, inp.loc_score
+        boxes = boxes_xyxy
         for p in range(1 + inf.refine_passes):
             if p:  # crop again around the keypoint box of the previous pass's pose
-                inp = self.network_inputs(model, split, indices, device,
-                                          boxes_xyxy=refined_boxes(split.camera, R, r, inp.box_xyxy))
-            net_out = model.net_outputs(inp.images_u8, device)
+                boxes = refined_boxes(split.camera, R, r, inp.box_xyxy)
+            inp, net_out, r = self._views(model, split, indices, device, boxes)
+            if p == 0:
+                loc_box, loc_score = inp.box_xyxy, inp.loc_score
             R_virt, conf = rotation_mode(model.net.head, net_out["coeffs"], inf.infer_level)
             R_alt = alt_gap = None
             if "kp_logits" in net_out and inf.pose_solver != "i2s" and inf.kp_hypotheses > 1:
                 R_alt, alt_gap = rotation_alternatives(model.net.head, net_out["coeffs"], R_virt,
                                                        inf.kp_hypotheses - 1)
             R_virt = R_virt.double().cpu().numpy()
-            t = net_out["t"].double().cpu().numpy()
-            r = np.stack([decode_translation(vc, tk, inf.spec) for vc, tk in zip(inp.cameras, t)])
             branch = np.full(len(indices), "i2s", dtype="<U14")
             kp_uv = kp_conf = None
             if "kp_logits" in net_out:
