@@ -148,14 +148,23 @@ class VirtualCamera:
         return np.stack([self.K[0, 0] * p[..., 0] / p[..., 2] + self.K[0, 2],
                          self.K[1, 1] * p[..., 1] / p[..., 2] + self.K[1, 2]], axis=-1)
 
-    def virtual_to_real_pixels(self, camera: Camera, uv: np.ndarray) -> np.ndarray:
-        """Map virtual pixels (..., 2) to real (distorted) pixels (..., 2) of ``camera`` (the inverse of
-        :meth:`real_to_virtual_pixels`)."""
+    def _rays_in_camera(self, uv: np.ndarray) -> np.ndarray:
+        """Rays (..., 3) in the real camera frame through virtual pixels ``uv`` (..., 2)."""
         uv = np.asarray(uv, dtype=np.float64)
         rays_v = np.stack([(uv[..., 0] - self.K[0, 2]) / self.K[0, 0], (uv[..., 1] - self.K[1, 2]) / self.K[1, 1],
                            np.ones(uv.shape[:-1])], axis=-1)
-        rays_c = rays_v @ self.R_cam_virt.T
+        return rays_v @ self.R_cam_virt.T
+
+    def virtual_to_real_pixels(self, camera: Camera, uv: np.ndarray) -> np.ndarray:
+        """Map virtual pixels (..., 2) to real (distorted) pixels (..., 2) of ``camera`` (the inverse of
+        :meth:`real_to_virtual_pixels`)."""
+        rays_c = self._rays_in_camera(uv)
         return camera.normalized_to_pixels(rays_c[..., :2] / rays_c[..., 2:3], distort=True)
+
+    def pixels_in(self, other: "VirtualCamera", uv: np.ndarray) -> np.ndarray:
+        """Map pixels (..., 2) of this virtual camera to the pixels of ``other`` (another virtual camera of the same
+        real camera, e.g. the same box rolled about the optical axis): both are pinholes sharing the centre."""
+        return other.project(self._rays_in_camera(uv) @ other.R_cam_virt)
 
     def real_to_virtual_pixels(self, camera: Camera, uv: np.ndarray) -> np.ndarray:
         """Map real (distorted) pixels (..., 2) to virtual pixels (..., 2)."""

@@ -204,3 +204,26 @@ def test_in_plane_views_run_and_keep_the_first_crop(smoke_cfg, tiny_prepared):
     np.testing.assert_array_equal(one.R_cam_virt, four.R_cam_virt)
     assert np.isfinite(four.q_wxyz).all() and np.isfinite(four.r_cam_m).all()
     assert not np.allclose(one.q_wxyz, four.q_wxyz) and not np.allclose(one.r_cam_m, four.r_cam_m)
+
+
+def test_keypoints_of_the_views_come_back_in_the_first_crops_pixels(smoke_cfg, tiny_prepared):
+    """A keypoint model over 4 views: its keypoints are the views' medians in the first crop's pixels, which stay
+    near the single-crop keypoints mapped through the same camera (an untrained head: only finiteness, shape and the
+    frame are checked: the full-resolution keypoints lie on the image of the box, not rolled away)."""
+    root, prep = tiny_prepared
+    split = open_split(prep, "synthetic", "validation", root=root)
+    model_cfg = smoke_cfg.model.model_copy(update={
+        "keypoints": smoke_cfg.model.keypoints.model_copy(update={"enabled": True}), "pose_solver": "fused"})
+    cfgs = {n: smoke_cfg.model_copy(update={"model": model_cfg.model_copy(update={"in_plane_views": n})})
+            for n in (1, 4)}
+    torch.manual_seed(0)
+    model = SpeedplusTask(cfgs[1]).build_model()
+    idx = np.arange(len(split))
+    one, four = (predict_split(model, split, idx, model_kind(cfgs[n])) for n in (1, 4))
+    assert four.kp_uv.shape == one.kp_uv.shape == (len(idx), 11, 2) and np.isfinite(four.kp_uv).all()
+    assert ((four.kp_conf >= 0) & (four.kp_conf <= 1)).all()
+    box = four.box_xyxy
+    pad = (box[:, 2:] - box[:, :2])[:, None] * 0.6
+    inside = (four.kp_uv >= box[:, None, :2] - pad) & (four.kp_uv <= box[:, None, 2:] + pad)
+    assert inside.all()
+    assert not np.allclose(one.kp_uv, four.kp_uv)

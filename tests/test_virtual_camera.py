@@ -70,3 +70,20 @@ def test_same_object_at_two_image_positions_has_the_same_virtual_rotation():
     for vc, R_cam, r_cam in labels:  # ... the virtual-camera ones do not
         R_v, _ = vc.pose_to_virtual(R_cam, r_cam)
         assert np.degrees(geodesic_angle_matrix(R_v, R_virt)) < 1e-9
+
+
+def test_pixels_in_maps_between_rolled_views_of_one_box():
+    """Two virtual cameras on one box, the second rolled 70 deg about the optical axis: a point's projection in one
+    maps to its projection in the other (the roll turns the crop about its centre)."""
+    cam = speedplus_camera()
+    a = VirtualCamera.look_at_pixel(cam, np.array([1400.0, 300.0]), 96, 150.0)
+    b = VirtualCamera.look_at_pixel(cam, np.array([1400.0, 300.0]), 96, 150.0, in_plane_rad=np.radians(70))
+    rng = np.random.default_rng(2)
+    ray = np.linalg.solve(cam.K, [1400.0, 300.0, 1.0])
+    pts = 8.0 * ray / np.linalg.norm(ray) + rng.normal(0, 0.4, (11, 3))  # camera frame [m], around the box
+    uv_a, uv_b = a.project(pts @ a.R_cam_virt), b.project(pts @ b.R_cam_virt)
+    np.testing.assert_allclose(a.pixels_in(b, uv_a), uv_b, atol=1e-9)
+    np.testing.assert_allclose(b.pixels_in(a, uv_b), uv_a, atol=1e-9)
+    centre = np.array([[47.5, 47.5]])  # the principal point
+    np.testing.assert_allclose(a.pixels_in(b, centre), centre, atol=1e-9)  # the roll's fixed point
+    assert np.linalg.norm(a.pixels_in(b, uv_a) - centre, axis=1) == pytest.approx(np.linalg.norm(uv_a - centre, axis=1))

@@ -146,8 +146,9 @@ class ModelConfig(ConfigModel):
     in_plane_views: int = Field(1, ge=1, le=16, description="crop model inference: crops of each box, their "
                                 "virtual cameras rolled 360/n deg apart about the optical axis; the pose is the mode "
                                 "of the product of their rotation distributions (each re-expressed in the first "
-                                "crop's frame, exactly) and the mean of their translations (n crop-network forwards "
-                                "per image; the keypoints come from the first crop; 1 = one crop)")
+                                "crop's frame, exactly) and the mean of their translations; each keypoint is the "
+                                "median of the crops' in the first crop's pixels (n crop-network forwards per image; "
+                                "1 = one crop)")
     translation_hidden: int = Field(256, ge=8, description="hidden units of the translation head")
     localiser: LocaliserConfig = Field(default_factory=LocaliserConfig, description="localisation network")
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -127,6 +127,26 @@ def localise_and_crop(model: PoseModel, split, indices, spec: CropSpec, loc_size
     return NetworkInputs(np.stack(crops), R_cam_virt, boxes_xyxy, loc_score, loc_out, cameras)
 
 
+class _Views(NamedTuple):
+    """The in-plane views of a batch of B boxes, combined in the first view's virtual camera.
+
+    Attributes:
+        inputs: the first view's network inputs (its cameras, crops and the localiser's boxes).
+        coeffs: (B, n_coeffs) the views' rotation distributions multiplied (:func:`mean_over_views`).
+        r_cam_m: (B, 3) the mean of the views' decoded translations [m, real camera].
+        kp_uv: (B, 11, 2) per keypoint, the median of the views' keypoints in the first view's pixels (the median,
+            not the mean: a view that puts a keypoint on the wrong corner of the near-symmetric body must not drag
+            it half-way), or None without a keypoint head.
+        kp_conf: (B, 11) the median of their confidences, or None.
+    """
+
+    inputs: NetworkInputs
+    coeffs: torch.Tensor
+    r_cam_m: np.ndarray
+    kp_uv: np.ndarray | None
+    kp_conf: np.ndarray | None
+
+
 @dataclass(frozen=True)
 class CropKind(ModelKind):
     """The crop kind (module docstring) with its settings.
@@ -227,54 +247,51 @@ class CropKind(ModelKind):
                                  in_plane_rad, boxes_xyxy, cache, self.inference.box_scale)
 
     def _views(self, model: PoseModel, split, indices: np.ndarray, device: torch.device,
-                boxes_xyxy: np.ndarray | None) -> tuple[NetworkInputs, dict[str, torch.Tensor], np.ndarray]:
+                boxes_xyxy: np.ndarray | None) -> _Views:
         """The crop network on :attr:`CropInference.in_plane_views` crops of each box (the localiser's, or
-        ``boxes_xyxy``), rolled evenly about the optical axis.
-
-        Returns:
-            (the first view's inputs; its outputs with ``coeffs`` replaced by the views' :func:`mean_over_views`
-            (in the first view's frame); translations (B, 3) [m, real camera], the mean of the views' decoded ones).
-        """
+        ``boxes_xyxy``), rolled evenly about the optical axis; the views combined as :class:`_Views` says."""
         n = self.inference.in_plane_views
         cache: dict = {}
-        inputs, outputs, r = [], [], []
+        inputs, outputs, r, kp = [], [], [], []
         for v in range(n):
             inp = self.network_inputs(model, split, indices, device, in_plane_rad=2 * math.pi * v / n,
                                       boxes_xyxy=boxes_xyxy if v == 0 else inputs[0].box_xyxy, cache=cache)
             out = model.net_outputs(inp.images_u8, device)
             t = out["t"].double().cpu().numpy()
             r.append(np.stack([decode_translation(vc, tk, self.inference.spec) for vc, tk in zip(inp.cameras, t)]))
+            if "kp_logits" in out:
+                uv, conf = decode_heatmaps(out)
+                kp.append((np.stack([vc.pixels_in(vc0, k) for vc, vc0, k in zip(inp.cameras, inputs[0].cameras, uv)])
+                           if v else uv, conf))
             inputs.append(inp)
             outputs.append(out)
-        first = dict(outputs[0])
-        if n > 1:
-            first["coeffs"] = mean_over_views(torch.stack([o["coeffs"] for o in outputs]),
-                                              np.stack([i.R_cam_virt for i in inputs]))
-        return inputs[0], first, np.mean(r, axis=0)
+        coeffs = outputs[0]["coeffs"] if n == 1 else mean_over_views(torch.stack([o["coeffs"] for o in outputs]),
+                                                                     np.stack([i.R_cam_virt for i in inputs]))
+        kp_uv = np.median([k[0] for k in kp], axis=0) if kp else None
+        kp_conf = np.median([k[1] for k in kp], axis=0) if kp else None
+        return _Views(inputs[0], coeffs, np.mean(r, axis=0), kp_uv, kp_conf)
 
     @torch.no_grad()
     def predict_batch(self, model: PoseModel, split, indices: np.ndarray, device: torch.device,
                       boxes_xyxy: np.ndarray | None = None) -> BatchPoses:
-        """The chain of the module docstring; ``box_xyxy`` and ``loc_score`` stay those of the first crop; the
-        keypoints (and the keypoint solvers) use the first of the in-plane views."""
+        """The chain of the module docstring; ``box_xyxy`` and ``loc_score`` stay those of the first crop."""
         inf = self.inference
         boxes = boxes_xyxy
         for p in range(1 + inf.refine_passes):
             if p:  # crop again around the keypoint box of the previous pass's pose
                 boxes = refined_boxes(split.camera, R, r, inp.box_xyxy)
-            inp, net_out, r = self._views(model, split, indices, device, boxes)
+            views = self._views(model, split, indices, device, boxes)
+            inp, r, kp_virt, kp_conf = views.inputs, views.r_cam_m, views.kp_uv, views.kp_conf
             if p == 0:
                 loc_box, loc_score = inp.box_xyxy, inp.loc_score
-            R_virt, conf = rotation_mode(model.net.head, net_out["coeffs"], inf.infer_level)
+            R_virt, conf = rotation_mode(model.net.head, views.coeffs, inf.infer_level)
             R_alt = alt_gap = None
-            if "kp_logits" in net_out and inf.pose_solver != "i2s" and inf.kp_hypotheses > 1:
-                R_alt, alt_gap = rotation_alternatives(model.net.head, net_out["coeffs"], R_virt,
-                                                       inf.kp_hypotheses - 1)
+            if kp_virt is not None and inf.pose_solver != "i2s" and inf.kp_hypotheses > 1:
+                R_alt, alt_gap = rotation_alternatives(model.net.head, views.coeffs, R_virt, inf.kp_hypotheses - 1)
             R_virt = R_virt.double().cpu().numpy()
             branch = np.full(len(indices), "i2s", dtype="<U14")
-            kp_uv = kp_conf = None
-            if "kp_logits" in net_out:
-                kp_virt, kp_conf = decode_heatmaps(net_out)
+            kp_uv = None
+            if kp_virt is not None:
                 if inf.pose_solver != "i2s":
                     R_virt, r, branch = solve_pose_from_keypoints(
                         kp_virt, kp_conf, R_virt, r, inp.cameras, inf.pose_solver, inf.kp_min_confidence,
@@ -282,7 +299,7 @@ class CropKind(ModelKind):
                 kp_uv = np.stack([vc.virtual_to_real_pixels(split.camera, k) for vc, k in zip(inp.cameras, kp_virt)])
             R = inp.R_cam_virt @ R_virt
         return BatchPoses(R, r, conf.float().cpu().numpy(), loc_box, loc_score, inp.R_cam_virt, branch,
-                          net_out["coeffs"], kp_uv, kp_conf)
+                          views.coeffs, kp_uv, kp_conf)
 
     def validation_metrics(self, model: PoseModel, split, indices: np.ndarray, device: torch.device,
                            batch_size: int) -> dict[str, float]:
