@@ -142,7 +142,7 @@ def test_localiser_frame_augmentation_is_seeded_and_follows_the_curriculum():
 def test_localiser_frames_get_a_lamp_anywhere_and_no_blur_or_noise():
     """The frame augmentation: no blur and no noise (the frames are downscaled ~10x, where the crops' kernels would
     be ten times the camera's); the sun flare (p_flare) lands anywhere in the frame, not in the central box."""
-    frame = np.full((60, 96), 20, dtype=np.uint8)
+    frame = np.random.default_rng(5).integers(0, 60, (60, 96), dtype=np.uint8)  # texture: a blur would show
     quiet = Photometric(AugmentConfig(localiser=True, p_brightness_contrast=0, p_gamma=0, p_flare=0, p_blur=1,
                                       p_noise=1), central_box_frac(1.3))
     assert np.array_equal(quiet.frame(frame, 1, None), frame)

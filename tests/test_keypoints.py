@@ -230,3 +230,23 @@ def test_rotation_alternatives_are_separated_modes_with_their_density_gaps():
     R_alt, gap = rotation_alternatives(head, coeffs, R_mode, k=1)
     assert gap[0, 0] < 0
     assert float(geodesic_angle_matrix(torch.from_numpy(R_alt[0, 0]), Rb.double())) < math.radians(10)
+
+
+def test_keypoint_medoids_pick_a_prediction_not_a_point_between_two():
+    """Views split 4/4 between two corners: the medoid is one of the corners (a mean or a coordinate-wise median
+    would be half-way); 5/3: the majority's; its confidence comes with it."""
+    from speedpose.pose.keypoints import keypoint_medoids
+
+    a, b = np.array([10.0, 20.0]), np.array([50.0, 60.0])
+    rng = np.random.default_rng(0)
+    split = np.stack([a + rng.normal(0, 0.1, 2) for _ in range(4)] + [b + rng.normal(0, 0.1, 2) for _ in range(4)])
+    conf = np.linspace(0.1, 0.8, 8)
+    uv, c = keypoint_medoids(split[:, None, None], conf[:, None, None])
+    assert uv.shape == (1, 1, 2) and c.shape == (1, 1)
+    k = int(np.argmin(np.linalg.norm(split - uv[0, 0], axis=1)))
+    assert np.array_equal(uv[0, 0], split[k]) and c[0, 0] == conf[k]
+    assert min(np.linalg.norm(uv[0, 0] - a), np.linalg.norm(uv[0, 0] - b)) < 1.0
+    majority = np.concatenate([split[:5], split[5:] * 0 + b])  # 4 near a and 1 of b ... then 3 at b
+    majority[:5] = a + rng.normal(0, 0.1, (5, 2))
+    uv, _ = keypoint_medoids(majority[:, None, None], conf[:, None, None])
+    assert np.linalg.norm(uv[0, 0] - a) < 1.0

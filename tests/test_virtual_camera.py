@@ -87,3 +87,12 @@ def test_pixels_in_maps_between_rolled_views_of_one_box():
     centre = np.array([[47.5, 47.5]])  # the principal point
     np.testing.assert_allclose(a.pixels_in(b, centre), centre, atol=1e-9)  # the roll's fixed point
     assert np.linalg.norm(a.pixels_in(b, uv_a) - centre, axis=1) == pytest.approx(np.linalg.norm(uv_a - centre, axis=1))
+
+    # the crops of a box rolled 45 deg cover it with another focal length: the mapping still holds
+    from speedpose.pose.crops import CropSpec, crop_camera
+
+    box = np.array([1300.0, 200.0, 1500.0, 330.0])
+    c0, c45 = (crop_camera(cam, box, CropSpec(96, 1.3), np.radians(deg)) for deg in (0, 45))
+    assert abs(c0.focal_px - c45.focal_px) > 1.0
+    np.testing.assert_allclose(c0.pixels_in(c45, c0.project(pts @ c0.R_cam_virt)), c45.project(pts @ c45.R_cam_virt),
+                               atol=1e-9)

@@ -143,12 +143,12 @@ class ModelConfig(ConfigModel):
     refine_passes: int = Field(0, ge=0, le=3, description="crop model inference: crop again this many times around "
                                "the keypoint box of the pose just predicted (corrects the localiser's box; one more "
                                "crop-network forward each)")
-    in_plane_views: int = Field(1, ge=1, le=16, description="crop model inference: crops of each box, their "
-                                "virtual cameras rolled 360/n deg apart about the optical axis; the pose is the mode "
-                                "of the product of their rotation distributions (each re-expressed in the first "
-                                "crop's frame, exactly) and the mean of their translations; each keypoint is the "
-                                "median of the crops' in the first crop's pixels (n crop-network forwards per image; "
-                                "1 = one crop)")
+    in_plane_views: int = Field(1, ge=1, le=16, description="crop model inference (validation, evaluate, submit, "
+                                "predict, adapt's pseudo-labels): crops of each box, their virtual cameras rolled "
+                                "360/n deg apart about the optical axis; the rotation is the mode of the mean of their "
+                                "log-densities (each re-expressed in the first crop's frame, exactly), the translation "
+                                "the mean of theirs, each keypoint the medoid of theirs (n crop-network forwards per "
+                                "image and pass; 1 = one crop)")
     translation_hidden: int = Field(256, ge=8, description="hidden units of the translation head")
     localiser: LocaliserConfig = Field(default_factory=LocaliserConfig, description="localisation network")
 
@@ -185,7 +185,8 @@ class AugmentConfig(ConfigModel):
     p_noise: float = Field(0.5, ge=0, le=1, description="probability of Gaussian or ISO noise")
     noise_std: float = Field(40.0, ge=0, le=255, description="max std of the Gaussian noise [grey levels]")
     p_blur: float = Field(0.5, ge=0, le=1, description="probability of one of motion/median/glass blur")
-    p_flare: float = Field(0.3, ge=0, le=1, description="probability of a sun flare centred in the spacecraft box")
+    p_flare: float = Field(0.3, ge=0, le=1, description="probability of a sun flare centred in the spacecraft box "
+                           "(on the localiser's frames, augment.localiser: a lamp anywhere in the frame)")
     p_exposure: float = Field(0.0, ge=0, le=1, description="probability of an exposure change in linear light, "
                               "clipped at white (the sunlamp domain's over-exposed faces; not in SPNv2's set: 0)")
     exposure_gain: tuple[float, float] = Field((0.5, 4.0), description="exposure gain range, drawn log-uniformly "

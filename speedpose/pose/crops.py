@@ -137,8 +137,20 @@ def refined_boxes(camera: Camera, R_cam_body: np.ndarray, r_cam_m: np.ndarray, f
     return np.where(ok[:, None], boxes, fallback_xyxy)
 
 
+def source_reduction(split, vc: VirtualCamera) -> int:
+    """Which image of a record :func:`crop_source` reads for a crop through ``vc``: 0 = the preprocessed image, 4 or
+    2 = a libjpeg-reduced decode (1/4 or 1/2 size), 1 = the full-resolution original.  ``split``: a
+    :class:`speedpose.data.loader.PreprocessedSplit`."""
+    full, small = split.camera, split.camera_small
+    scale = vc.focal_px / full.fx  # crop pixels per full-resolution pixel
+    if scale <= min(small.fx / full.fx, small.fy / full.fy):
+        return 0
+    return next((reduce for reduce in (4, 2) if scale <= 1.0 / reduce), 1)
+
+
 def crop_source(split, i: int, vc: VirtualCamera) -> tuple[np.ndarray, Camera]:
-    """The cheapest image of record ``i`` that still has the resolution a crop through ``vc`` needs.
+    """The cheapest image of record ``i`` that still has the resolution a crop through ``vc`` needs
+    (:func:`source_reduction`).
 
     A crop that shrinks the spacecraft (virtual focal well below the real one) is taken from the preprocessed image
     (no JPEG decoding) or from a libjpeg-reduced decode (1/2 or 1/4 size, 4-16x fewer pixels); a distant, small
@@ -154,14 +166,12 @@ def crop_source(split, i: int, vc: VirtualCamera) -> tuple[np.ndarray, Camera]:
     """
     from speedpose.data.image_store import read_gray
 
-    full = split.camera
-    scale = vc.focal_px / full.fx  # crop pixels per full-resolution pixel
-    small = split.camera_small
-    if scale <= min(small.fx / full.fx, small.fy / full.fy):
-        return split.image(i), small
+    reduction = source_reduction(split, vc)
+    if reduction == 0:
+        return split.image(i), split.camera_small
     for reduce in (4, 2):
-        if scale <= 1.0 / reduce:
+        if reduce <= reduction:  # a decode that fails (not a JPEG) falls back to the next finer one
             img = read_gray(split.image_path(i), reduce)
             if img is not None:
-                return img, full.resized(img.shape[1], img.shape[0])
-    return split.full_image(i), full
+                return img, split.camera.resized(img.shape[1], img.shape[0])
+    return split.full_image(i), split.camera

@@ -127,6 +127,22 @@ def decode_heatmaps(out: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarra
     return torch.stack([u, v], -1).cpu().numpy().astype(np.float64), conf.cpu().numpy().astype(np.float64)
 
 
+def keypoint_medoids(uv: np.ndarray, conf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per keypoint, the medoid of several predictions of it (one per view): the prediction with the least summed
+    distance to the others, with its confidence.  Not a mean or a coordinate-wise median: with predictions split
+    between two corners of the near-symmetric body, those would land between them, where no view put it.
+
+    Args:
+        uv: (V, B, K, 2) keypoints of V views in one frame [px]; conf: (V, B, K).
+    Returns:
+        (uv (B, K, 2), conf (B, K)).
+    """
+    uv, conf = np.asarray(uv, dtype=np.float64), np.asarray(conf, dtype=np.float64)
+    spread = np.linalg.norm(uv[:, None] - uv[None], axis=-1).sum(axis=1)  # (V, B, K)
+    best = spread.argmin(axis=0)[None]  # (1, B, K); ties: the first view
+    return (np.take_along_axis(uv, best[..., None], axis=0)[0], np.take_along_axis(conf, best, axis=0)[0])
+
+
 def translation_from_keypoints(R_virt: np.ndarray, kp_body: np.ndarray, uv: np.ndarray, weights: np.ndarray,
                                K: np.ndarray) -> np.ndarray | None:
     """The translation that best projects ``kp_body`` rotated by ``R_virt`` onto ``uv`` (pinhole ``K``).

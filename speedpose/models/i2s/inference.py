@@ -115,7 +115,8 @@ def _blocks(coeffs: torch.Tensor, lmax: int) -> list[torch.Tensor]:
 def rotate_coeffs(coeffs: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
     """The coefficients of ``g(R) = f(Q R)``, where ``f`` is the signal of ``coeffs``: the distribution of ``R``
     expressed in another frame (``coeffs`` give the rotation in frame B, ``Q`` maps frame A to frame B, the result
-    gives it in frame A: ``R_B = Q R_A``).  Exact for band-limited signals: ``G_l = D_l(Q)^T F_l``.
+    gives it in frame A: ``R_B = Q R_A``).  Exact for band-limited signals: ``G_l = D_l(Q)^T F_l``.  Inference only
+    (no gradient).
 
     Args:
         coeffs: (B, n_coeffs); Q: (B, 3, 3) rotations.

@@ -10,8 +10,8 @@ from I2S and the translation from geometry.
 * Inference: :func:`localise_and_crop`, the crop network, the rotation mode and the decoded translation mapped back
   to the real camera; ``model.pose_solver`` may take the translation (and the pose) from the keypoints, and
   ``model.refine_passes`` crops again around the keypoint box of the pose just predicted, and
-  ``model.in_plane_views`` averages the rotation distribution and the translation over crops rolled about the optical
-  axis.
+  ``model.in_plane_views`` combines crops rolled about the optical axis: the mean of their log-densities, of their
+  translations, and per keypoint the medoid of their keypoints.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from speedpose.errors import InputError
 from speedpose.pose.augment import Photometric
 from speedpose.pose.config import AugmentConfig, LossConfig, ModelConfig, SpeedplusExperiment
 from speedpose.pose.crops import (CropSpec, crop_camera, crop_source, decode_translation, mean_jitter_scale,
-                                  refined_boxes, scale_boxes)
+                                  refined_boxes, scale_boxes, source_reduction)
 from speedpose.pose.dataset import CropSampling, CropSamples, CropSetSamples
 from speedpose.pose.inference import predict_split
-from speedpose.pose.keypoints import decode_heatmaps, keypoint_loss, solve_pose_from_keypoints
+from speedpose.pose.keypoints import decode_heatmaps, keypoint_loss, keypoint_medoids, solve_pose_from_keypoints
 from speedpose.pose.kinds.base import BatchPoses, ModelKind, NetworkInputs
 from speedpose.pose.localiser import Localiser, boxes_to_full, decode_boxes, localisation_loss, make_targets
 from speedpose.pose.metrics import pose_metrics
@@ -58,8 +58,7 @@ class CropInference:
             (``model.keypoints.inlier_px``, ``model.keypoints.min_inliers``).
         kp_hypotheses: rotations the keypoint solvers try, the I2S mode first (``model.keypoints.hypotheses``).
         in_plane_views: crops of each box, their virtual cameras rolled 360 / n deg apart about the optical axis,
-            whose rotation distributions (multiplied) and translations (averaged) make the pose
-            (``model.in_plane_views``; 1 = one crop).
+            combined as :class:`_Views` says (``model.in_plane_views``; 1 = one crop).
         box_scale: each box is scaled by this before it is cropped (``data.infer_box_scale``, by default the centre
             of the training box jitter ``augment.box_scale``): the crops are then framed as the average training
             crop; a network trained on jittered boxes is most accurate there (measured: on crops framed at the
@@ -92,8 +91,9 @@ def localise_and_crop(model: PoseModel, split, indices, spec: CropSpec, loc_size
 
     Args:
         boxes_xyxy: (B, 4) boxes [full-resolution px] to crop instead of running the localiser.
-        source_cache: filled with (and read for) each record's source image, to reuse it across calls that differ
-            only in ``in_plane_rad`` (the angle does not change which source image a crop needs).
+        source_cache: filled with (and read for) the records' source images, keyed by record and
+            :func:`~speedpose.pose.crops.source_reduction`, to reuse them across calls that differ only in
+            ``in_plane_rad`` (a rolled crop covers the box with another focal length, which may need another source).
         box_scale: crop each box scaled by this about its centre (:attr:`CropInference.box_scale`); the returned
             ``box_xyxy`` are the boxes before scaling.
     """
@@ -115,12 +115,13 @@ def localise_and_crop(model: PoseModel, split, indices, spec: CropSpec, loc_size
     cameras, crops = [], []
     for i, box in zip(indices.tolist(), scale_boxes(boxes_xyxy, box_scale)):
         vc = crop_camera(cam, box, spec, in_plane_rad)
-        if source_cache is not None and i in source_cache:
-            source = source_cache[i]
+        key = (i, source_reduction(split, vc))
+        if source_cache is not None and key in source_cache:
+            source = source_cache[key]
         else:
             source = crop_source(split, i, vc)
             if source_cache is not None:
-                source_cache[i] = source
+                source_cache[key] = source
         cameras.append(vc)
         crops.append(vc.warp(*source))
     R_cam_virt = np.stack([vc.R_cam_virt for vc in cameras])
@@ -132,12 +133,12 @@ class _Views(NamedTuple):
 
     Attributes:
         inputs: the first view's network inputs (its cameras, crops and the localiser's boxes).
-        coeffs: (B, n_coeffs) the views' rotation distributions multiplied (:func:`mean_over_views`).
+        coeffs: (B, n_coeffs) the views' rotation distributions combined (:func:`mean_over_views`: the mean of
+            their log-densities).
         r_cam_m: (B, 3) the mean of the views' decoded translations [m, real camera].
-        kp_uv: (B, 11, 2) per keypoint, the median of the views' keypoints in the first view's pixels (the median,
-            not the mean: a view that puts a keypoint on the wrong corner of the near-symmetric body must not drag
-            it half-way), or None without a keypoint head.
-        kp_conf: (B, 11) the median of their confidences, or None.
+        kp_uv: (B, 11, 2) per keypoint, the medoid of the views' keypoints in the first view's pixels
+            (:func:`~speedpose.pose.keypoints.keypoint_medoids`), or None without a keypoint head.
+        kp_conf: (B, 11) the medoids' confidences, or None.
     """
 
     inputs: NetworkInputs
@@ -267,8 +268,7 @@ class CropKind(ModelKind):
             outputs.append(out)
         coeffs = outputs[0]["coeffs"] if n == 1 else mean_over_views(torch.stack([o["coeffs"] for o in outputs]),
                                                                      np.stack([i.R_cam_virt for i in inputs]))
-        kp_uv = np.median([k[0] for k in kp], axis=0) if kp else None
-        kp_conf = np.median([k[1] for k in kp], axis=0) if kp else None
+        kp_uv, kp_conf = keypoint_medoids(*map(np.stack, zip(*kp))) if kp else (None, None)
         return _Views(inputs[0], coeffs, np.mean(r, axis=0), kp_uv, kp_conf)
 
     @torch.no_grad()
