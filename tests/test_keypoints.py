@@ -246,7 +246,6 @@ def test_keypoint_medoids_pick_a_prediction_not_a_point_between_two():
     k = int(np.argmin(np.linalg.norm(split - uv[0, 0], axis=1)))
     assert np.array_equal(uv[0, 0], split[k]) and c[0, 0] == conf[k]
     assert min(np.linalg.norm(uv[0, 0] - a), np.linalg.norm(uv[0, 0] - b)) < 1.0
-    majority = np.concatenate([split[:5], split[5:] * 0 + b])  # 4 near a and 1 of b ... then 3 at b
-    majority[:5] = a + rng.normal(0, 0.1, (5, 2))
+    majority = np.concatenate([a + rng.normal(0, 0.1, (5, 2)), b + rng.normal(0, 0.1, (3, 2))])
     uv, _ = keypoint_medoids(majority[:, None, None], conf[:, None, None])
     assert np.linalg.norm(uv[0, 0] - a) < 1.0

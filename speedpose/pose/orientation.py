@@ -28,8 +28,9 @@ def rotation_mode(head: I2SHead, coeffs: torch.Tensor, level: int) -> tuple[torc
 
 def mean_over_views(coeffs: torch.Tensor, R_cam_virt: np.ndarray) -> torch.Tensor:
     """The mean of V views' log-densities (their geometric mean, renormalised: the mode of their product, and about
-    the sharpness of one view, as the views are far from independent), in the first view's frame: view ``v`` predicts the rotation in its own virtual camera, ``R_virt_v = Q_v R_virt_0`` with
-    ``Q_v = R_cam_virt_v^T R_cam_virt_0``, so its coefficients are re-expressed by :func:`rotate_coeffs`.
+    the sharpness of one view, as the views are far from independent), in the first view's frame: view ``v``
+    predicts the rotation in its own virtual camera, ``R_virt_v = Q_v R_virt_0`` with ``Q_v = R_cam_virt_v^T
+    R_cam_virt_0``, so its coefficients are re-expressed by :func:`rotate_coeffs`.
 
     Args:
         coeffs: (V, B, n_coeffs) each view's head output.
