@@ -81,9 +81,13 @@ def setup_distributed(device_preference: str = "auto", timeout_min: float = 60.0
     return DistContext(rank, world_size, local_rank, device, owns)
 
 
-def teardown_distributed(ctx: DistContext) -> None:
-    """Destroy the process group when :func:`setup_distributed` created it."""
+def teardown_distributed(ctx: DistContext, synchronise: bool = False) -> None:
+    """Destroy the process group when :func:`setup_distributed` created it; with ``synchronise`` (a run that ended
+    normally on every rank), after a barrier: a rank that destroys its gloo group while its peer is still in a
+    collective can abort the peer ("terminate called without an active exception", seen once in CI)."""
     if ctx.owns_group and dist.is_initialized():
+        if synchronise:
+            barrier(ctx)
         dist.destroy_process_group()
 
 

@@ -507,6 +507,7 @@ def fit(task: Any, cfg: ExperimentConfig, run_dir: str | Path, resume: bool = Fa
     old_handler: Any = None
     installed = False
     trainer: _Trainer | None = None
+    finished = False
     try:
         if tcfg.deterministic:
             if ctx.device.type == "cuda":
@@ -518,11 +519,13 @@ def fit(task: Any, cfg: ExperimentConfig, run_dir: str | Path, resume: bool = Fa
         if threading.current_thread() is threading.main_thread():
             old_handler = signal.signal(signal.SIGTERM, trainer.on_sigterm)
             installed = True
-        return trainer.run(resume, t0)
+        summary = trainer.run(resume, t0)
+        finished = True
+        return summary
     finally:
         if installed:
             signal.signal(signal.SIGTERM, old_handler if old_handler is not None else signal.SIG_DFL)
         torch.use_deterministic_algorithms(prev_det)
         torch.backends.cudnn.benchmark = prev_bench
         del trainer  # shuts persistent DataLoader workers down before the process group goes
-        teardown_distributed(ctx)
+        teardown_distributed(ctx, synchronise=finished)  # no barrier after an error: the peers may never reach it
