@@ -115,13 +115,13 @@ def localise_and_crop(model: PoseModel, split, indices, spec: CropSpec, loc_size
     cameras, crops = [], []
     for i, box in zip(indices.tolist(), scale_boxes(boxes_xyxy, box_scale)):
         vc = crop_camera(cam, box, spec, in_plane_rad)
-        key = (i, source_reduction(split, vc))
-        if source_cache is not None and key in source_cache:
-            source = source_cache[key]
-        else:
+        if source_cache is None:
             source = crop_source(split, i, vc)
-            if source_cache is not None:
-                source_cache[key] = source
+        else:
+            key = (i, source_reduction(split, vc))
+            if key not in source_cache:
+                source_cache[key] = crop_source(split, i, vc)
+            source = source_cache[key]
         cameras.append(vc)
         crops.append(vc.warp(*source))
     R_cam_virt = np.stack([vc.R_cam_virt for vc in cameras])
@@ -253,23 +253,26 @@ class CropKind(ModelKind):
         ``boxes_xyxy``), rolled evenly about the optical axis; the views combined as :class:`_Views` says."""
         n = self.inference.in_plane_views
         cache: dict = {}
-        inputs, outputs, r, kp = [], [], [], []
+        first = None
+        coeffs, R_cam_virt, r, kp = [], [], [], []
         for v in range(n):
             inp = self.network_inputs(model, split, indices, device, in_plane_rad=2 * math.pi * v / n,
-                                      boxes_xyxy=boxes_xyxy if v == 0 else inputs[0].box_xyxy, cache=cache)
+                                      boxes_xyxy=boxes_xyxy if first is None else first.box_xyxy, cache=cache)
+            if first is None:
+                first = inp
             out = model.net_outputs(inp.images_u8, device)
+            coeffs.append(out["coeffs"])
+            R_cam_virt.append(inp.R_cam_virt)
             t = out["t"].double().cpu().numpy()
             r.append(np.stack([decode_translation(vc, tk, self.inference.spec) for vc, tk in zip(inp.cameras, t)]))
             if "kp_logits" in out:
                 uv, conf = decode_heatmaps(out)
-                kp.append((np.stack([vc.pixels_in(vc0, k) for vc, vc0, k in zip(inp.cameras, inputs[0].cameras, uv)])
-                           if v else uv, conf))
-            inputs.append(inp)
-            outputs.append(out)
-        coeffs = outputs[0]["coeffs"] if n == 1 else mean_over_views(torch.stack([o["coeffs"] for o in outputs]),
-                                                                     np.stack([i.R_cam_virt for i in inputs]))
+                if inp is not first:  # into the first view's pixels
+                    uv = np.stack([vc.pixels_in(vc0, k) for vc, vc0, k in zip(inp.cameras, first.cameras, uv)])
+                kp.append((uv, conf))
+        combined = coeffs[0] if n == 1 else mean_over_views(torch.stack(coeffs), np.stack(R_cam_virt))
         kp_uv, kp_conf = keypoint_medoids(*map(np.stack, zip(*kp))) if kp else (None, None)
-        return _Views(inputs[0], coeffs, np.mean(r, axis=0), kp_uv, kp_conf)
+        return _Views(first, combined, np.mean(r, axis=0), kp_uv, kp_conf)
 
     @torch.no_grad()
     def predict_batch(self, model: PoseModel, split, indices: np.ndarray, device: torch.device,
