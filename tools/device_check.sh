@@ -18,6 +18,8 @@
 #   i2s_train_resnet50  60 s  tools/bench_i2s_train.py on the GPU: the training step of configs/speedplus.yaml's
 #                             network (ResNet-50 + I2S head, 224 px, batch 64): fp32, channels_last and autocast
 #                             variants (bf16 autocast)
+#   gpu_tests          120 s  pytest -m gpu (tests/test_cuda.py): I2S decoding and the crop pipeline's inference
+#                             on the GPU against the CPU, bf16 and fp16 training of the crop pipeline on the GPU
 #   nccl                45 s  torchrun, 1 process: an NCCL process group (init with device_id, all_reduce,
 #                             broadcast, barrier); the engine itself only creates a group for 2+ processes
 #   standin            150 s  tools/bench_learning.py --prepare-only: render and preprocess the small stand-in
@@ -30,8 +32,9 @@
 #                             for the time left (1 to 2.5 minutes of training, about 2 when the parts before take
 #                             their usual time; 100 s are kept for set-up, validations and the final evaluation)
 #
-# Planned total: about 7.5 minutes (the learning part takes what the others leave); the time limits, not a
-# measurement, bound it: the CUDA path has not yet run on a GPU (none was lent to the sessions that wrote it).
+# Planned total: about 7.5 minutes (the learning part takes what the others leave).  Measured on one H200 (16 cores,
+# commit c07c5ca, before gpu_tests existed): 358 s for the parts, the learning part 189 s of it; gpu_tests adds
+# about a minute and a half, taken from the learning part.
 # Parts that need the stand-in are skipped when it could not be rendered.  Between runs into the same OUT_DIR the
 # stand-in is kept (a second run skips most of the rendering); runs/, learning/, parts/ and logs/ are replaced.
 #
@@ -157,7 +160,7 @@ else
     HAVE_CUDA=0
 fi
 
-GPU_PARTS=(i2s_inference i2s_train_resnet50 nccl standin ddp speedplus_engine learning)
+GPU_PARTS=(i2s_inference i2s_train_resnet50 gpu_tests nccl standin ddp speedplus_engine learning)
 if (( HAVE_CUDA == 0 )); then
     echo "no CUDA device here (torch.cuda.is_available() is False): running the CPU parts only"
     echo "cpu" > "$OUT/parts/mode"
@@ -176,6 +179,9 @@ else
     # 5a. the training step of configs/speedplus.yaml's network (ResNet-50 + I2S head at 224 px, batch 64)
     run_part i2s_train_resnet50 60 "$PY" tools/bench_i2s_train.py --device cuda --threads 4 --encoder resnet50 \
         --batch 64 --rounds 5 --variants fp32,channels_last,bf16,bf16_cl --out "$OUT/i2s_train_resnet50.json"
+
+    # 5c. the GPU tests (their own tiny stand-in, rendered by the session fixtures)
+    run_part gpu_tests 120 "$PY" -m pytest -m gpu tests/test_cuda.py -q -p no:cacheprovider -rfEs
 
     # 3a. NCCL in a torchrun process group of one
     run_part nccl 45 "$PY" -m torch.distributed.run --standalone --nproc-per-node 1 \

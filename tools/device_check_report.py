@@ -17,6 +17,7 @@ import csv
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 
 #: parts in the order the shell script runs them (on CUDA; without CUDA only env and cpu_i2s_inference run)
-PARTS = ("env", "cpu_i2s_inference", "i2s_inference", "i2s_train_resnet50", "nccl", "standin", "ddp",
+PARTS = ("env", "cpu_i2s_inference", "i2s_inference", "i2s_train_resnet50", "gpu_tests", "nccl", "standin", "ddp",
          "speedplus_engine", "learning")
 LOG_TAIL_LINES = 30
 
@@ -172,6 +173,16 @@ def log_tail(path: Path, n: int = LOG_TAIL_LINES) -> list[str]:
     return lines[-n:]
 
 
+def pytest_summary(path: Path) -> dict[str, int] | None:
+    """Counts of pytest's final line (``3 passed, 1 failed in 12.3s`` -> {"passed": 3, "failed": 1}), or None."""
+    for line in reversed(log_tail(path)):
+        counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|errors?|skipped|deselected|xfailed|xpassed)",
+                                                    line)}
+        if counts and re.search(r" in [\d.]+s", line):
+            return counts
+    return None
+
+
 def _metrics_rows(run_dir: Path) -> list[dict]:
     try:
         with (run_dir / "metrics.csv").open(newline="") as fh:
@@ -241,6 +252,8 @@ def part_figures(name: str, out: Path) -> dict:
     if name in ("cpu_i2s_inference", "i2s_inference", "i2s_train_resnet50", "nccl"):
         data, note = _read_json(out / f"{name}.json")
         return {"result": data} if data is not None else {"note": note}
+    if name == "gpu_tests":
+        return {"pytest_summary": pytest_summary(out / "logs" / "gpu_tests.log")}
     if name == "standin":
         root = out / "standin"
         prep = out / "standin-prep"
@@ -322,6 +335,9 @@ def headline(name: str, rec: dict) -> str:
             r = rec["result"]
             ips = ", ".join(f"{k} {v:.0f}" for k, v in r.get("images_per_s", {}).items())
             return f"images/s (batch {r['batch']}): {ips}"
+        if name == "gpu_tests":
+            counts = rec.get("pytest_summary")
+            return ", ".join(f"{n} {k}" for k, n in counts.items()) if counts else "no pytest summary line in the log"
         if name == "nccl" and rec.get("result"):
             r = rec["result"]
             return (f"NCCL {r.get('nccl_version')}: all_reduce ok {r.get('allreduce_ok')}, broadcast ok "

@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -309,7 +310,12 @@ class _Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.scheduler.step()
+        with warnings.catch_warnings():
+            # fp16: a step the loss scaler skips (inf gradients, typically the first ones while it finds its scale)
+            # still advances the schedule, which follows the global step (resume, time-fitted cosine); PyTorch warns
+            # about exactly that
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+            self.scheduler.step()
         self.global_step += 1
         self.step_in_epoch += 1
         self._accumulate(out, lr, grad_norm)
