@@ -181,7 +181,11 @@ else
         --batch 64 --rounds 5 --variants fp32,channels_last,bf16,bf16_cl --out "$OUT/i2s_train_resnet50.json"
 
     # 5c. the GPU tests (their own tiny stand-in, rendered by the session fixtures)
-    run_part gpu_tests 120 "$PY" -m pytest -m gpu tests/test_cuda.py -q -p no:cacheprovider -rfEs
+    if "$PY" -c 'import pytest' > /dev/null 2>&1 || [ "$DRY_RUN" = 1 ]; then
+        run_part gpu_tests 120 "$PY" -m pytest -m gpu tests/test_cuda.py -q -p no:cacheprovider -rfEs
+    else
+        skip_part gpu_tests "pytest is not installed for $PY (pip install -e '.[test]')"
+    fi
 
     # 3a. NCCL in a torchrun process group of one
     run_part nccl 45 "$PY" -m torch.distributed.run --standalone --nproc-per-node 1 \
