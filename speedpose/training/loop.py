@@ -310,12 +310,7 @@ class _Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        with warnings.catch_warnings():
-            # fp16: a step the loss scaler skips (inf gradients, typically the first ones while it finds its scale)
-            # still advances the schedule, which follows the global step (resume, time-fitted cosine); PyTorch warns
-            # about exactly that
-            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
-            self.scheduler.step()
+        self.scheduler.step()
         self.global_step += 1
         self.step_in_epoch += 1
         self._accumulate(out, lr, grad_norm)
@@ -525,7 +520,13 @@ def fit(task: Any, cfg: ExperimentConfig, run_dir: str | Path, resume: bool = Fa
         if threading.current_thread() is threading.main_thread():
             old_handler = signal.signal(signal.SIGTERM, trainer.on_sigterm)
             installed = True
-        summary = trainer.run(resume, t0)
+        with warnings.catch_warnings():  # once per run: changing the filters resets every warning registry
+            if trainer.scaler.is_enabled():
+                # fp16: a step the loss scaler skips (inf gradients, typically the first ones while it finds its
+                # scale) still advances the schedule, which follows the global step (resume, time-fitted cosine);
+                # PyTorch warns about exactly that
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+            summary = trainer.run(resume, t0)
         finished = True
         return summary
     finally:
