@@ -269,6 +269,52 @@ def test_calibration_batches_no_threshold_and_restored_momentum(smoke_run, tiny_
     assert confident(h, 0.5).tolist() == [1.0, 1.0, 0.0] and confident(h, None).tolist() == [1.0, 1.0, 1.0]
 
 
+def test_mixed_statistics_are_those_of_the_pooled_samples():
+    # two domains' activations of one layer: the alpha-mixture's statistics are those of the pooled samples
+    g = torch.Generator().manual_seed(0)
+    xs, xt = torch.randn(300, 4, generator=g) * 2 + 1, torch.randn(100, 4, generator=g) * 0.5 - 3
+    stats = [{"bn.running_mean": x.mean(0), "bn.running_var": x.var(0, unbiased=False), "bn.weight": w,
+              "bn.num_batches_tracked": torch.tensor(n)} for x, w, n in ((xs, torch.ones(4), 7), (xt, torch.zeros(4), 9))]
+    source, target = stats
+    pooled = torch.cat([xs, xt])
+    mixed = norm_refine.mixed_statistics(target, source, alpha=0.25)  # the target is a quarter of the pool
+    assert torch.allclose(mixed["bn.running_mean"], pooled.mean(0), atol=1e-5)
+    assert torch.allclose(mixed["bn.running_var"], pooled.var(0, unbiased=False), atol=1e-4)
+    assert torch.equal(mixed["bn.weight"], target["bn.weight"]) and int(mixed["bn.num_batches_tracked"]) == 9
+    assert norm_refine.mixed_statistics(target, source, 1.0) is target
+    only_source = norm_refine.mixed_statistics(target, source, 0.0)
+    assert torch.equal(only_source["bn.running_mean"], source["bn.running_mean"])
+    assert torch.equal(only_source["bn.running_var"], source["bn.running_var"])
+
+
+def test_refine_deploys_the_mixed_statistics(smoke_run, tiny_prepared):
+    # stats_mix = 0: the refined weights and biases with the SOURCE's running statistics (the check sees them too)
+    loaded, target, check, rcfg = _refine_setup(smoke_run, tiny_prepared, check_images=2)
+    check.tolerance = 1e6  # every state passes: both refinements take the same steps
+    cpu = torch.device("cpu")
+    runs = {}
+    for alpha in (1.0, 0.0):
+        model = copy.deepcopy(loaded.model)
+        out = refine(model, target, loaded.kind, rcfg.model_copy(update={"stats_mix": alpha}), check, 1, cpu,
+                     seed=0, progress=False)
+        runs[alpha] = (model.state_dict(), out)
+    src = loaded.model.state_dict()
+    stats = [k for k in refinable_keys(loaded.model) if k.endswith(("running_mean", "running_var"))]
+    affine = [k for k in refinable_keys(loaded.model) if k.endswith((".weight", ".bias"))]
+    target_only, source_stats = runs[1.0][0], runs[0.0][0]
+    assert all(torch.equal(source_stats[k], src[k]) for k in stats)
+    assert any(not torch.equal(target_only[k], src[k]) for k in stats)
+    # the same refinement (same batches, same gradients) either way: only the deployed statistics differ
+    assert all(torch.equal(source_stats[k], target_only[k]) for k in affine)
+    assert any(not torch.equal(source_stats[k], src[k]) for k in affine)
+    # the check scored the deployed model: the source's statistics, the refined weights
+    check.tolerance = 0.05
+    model = copy.deepcopy(loaded.model)
+    model.load_state_dict(source_stats)
+    assert runs[0.0][1].checks[-1]["score"] == pytest.approx(check.metrics(model)["score"], abs=1e-9)
+    assert runs[0.0][1].checks[-1]["score"] != runs[1.0][1].checks[-1]["score"]
+
+
 def test_evenly_spaced():
     assert evenly_spaced(5, None).tolist() == [0, 1, 2, 3, 4] and evenly_spaced(5, 9).tolist() == [0, 1, 2, 3, 4]
     assert evenly_spaced(10, 3).tolist() == [0, 4, 9] and evenly_spaced(10, 0).tolist() == []

@@ -18,7 +18,9 @@ keypoint j, detached, so that off-frame keypoints do not pull), with ``m_b`` / `
 confident images: entropy at or below the ``confident_quantile`` of the entropies measured before refinement (on
 ``calibration_images`` target images, as refinement sees them) and at or below ``max_entropy``
 (``confident_quantile = 1`` and ``max_entropy = 1`` each mean no threshold).
-BatchNorm statistics come from every image of a batch.  A fixed number of steps, a small learning rate and the
+BatchNorm statistics come from every image of a batch; the refined layers then normalise with the running
+statistics of the target (``stats_mix = 1``) or with their mixture with the source's (alpha-BN,
+:func:`mixed_statistics`: the synthetic check and the kept model see the mixture).  A fixed number of steps, a small learning rate and the
 synthetic check every ``check.every_steps`` steps guard against collapse: a state that fails the check is
 discarded, the last state that passed is kept and refinement stops.
 
@@ -73,6 +75,25 @@ def norm_state(model: PoseModel, localiser: bool = True, encoder: bool = True) -
     """A copy of the refinable tensors."""
     sd = model.state_dict()
     return {k: sd[k].detach().clone() for k in refinable_keys(model, localiser, encoder)}
+
+
+def mixed_statistics(target: dict[str, torch.Tensor], source: dict[str, torch.Tensor],
+                     alpha: float) -> dict[str, torch.Tensor]:
+    """The refinable tensors of ``target`` with each BatchNorm layer's running statistics replaced by those of the
+    mixture ``alpha`` x target + (1 - alpha) x source (alpha-BN): per channel
+    ``mean = a m_t + (1 - a) m_s`` and ``var = a v_t + (1 - a) v_s + a (1 - a) (m_t - m_s)^2``.  Weights, biases
+    and counters stay the target's; ``alpha = 1`` returns ``target`` itself."""
+    if alpha >= 1.0:
+        return target
+    out = dict(target)
+    for key, m_t in target.items():
+        if not key.endswith(".running_mean"):
+            continue
+        var_key = key[: -len("mean")] + "var"
+        m_s, v_t, v_s = source[key], target[var_key], source[var_key]
+        out[key] = alpha * m_t + (1 - alpha) * m_s
+        out[var_key] = alpha * v_t + (1 - alpha) * v_s + alpha * (1 - alpha) * (m_t - m_s) ** 2
+    return out
 
 
 def _norm_parameters(model: PoseModel, localiser: bool, encoder: bool) -> list[nn.Parameter]:
@@ -275,7 +296,8 @@ def refine(model: PoseModel, target: PreprocessedSplit, kind: ModelKind, rcfg: R
         state = {"step": 0, "norm": norm_state(model, rcfg.localiser, rcfg.encoder), "optimizer": opt.state_dict(),
                  "good": norm_state(model, rcfg.localiser, rcfg.encoder), "good_step": 0, "thresholds": thresholds,
                  "checks": checks, "used": {t: 0 for t in thresholds}, "images_seen": 0,
-                 "baseline": check.baseline, "metrics_before": before, "metrics_good": before, "stopped": None}
+                 "baseline": check.baseline, "metrics_before": before, "metrics_good": before, "stopped": None,
+                 "source": norm_state(model, rcfg.localiser, rcfg.encoder)}
     else:
         state = dict(state)  # updated below: the caller's copy stays as it was
         model.load_state_dict(state["norm"], strict=False)
@@ -320,7 +342,10 @@ def refine(model: PoseModel, target: PreprocessedSplit, kind: ModelKind, rcfg: R
             bar.update(1)
             bar.set_postfix(loss=f"{scalars['loss']:.4g}", used=int(scalars.get("used_rotation", 0)), refresh=False)
             if step % check_every == 0 or step == rcfg.steps:
-                metrics = check.metrics(model) if check.enabled else None
+                raw = norm_state(model, rcfg.localiser, rcfg.encoder)
+                model.load_state_dict(mixed_statistics(raw, state["source"], rcfg.stats_mix), strict=False)
+                metrics = check.metrics(model) if check.enabled else None  # the statistics it will deploy
+                model.load_state_dict(raw, strict=False)
                 passed = metrics is None or check.passes(metrics["score"])
                 if metrics is not None:
                     checks.append({"step": step, "score": metrics["score"], "passed": passed})
@@ -342,6 +367,8 @@ def refine(model: PoseModel, target: PreprocessedSplit, kind: ModelKind, rcfg: R
         for m, momentum in saved_momenta:
             m.momentum = momentum
         model.eval()
+    # the kept state (the last one, or the last that passed the check) with the statistics it deploys
+    model.load_state_dict(mixed_statistics(state["good"], state["source"], rcfg.stats_mix), strict=False)
     return RefineOutcome(steps_done=step, kept_step=int(state["good_step"]), stopped=stopped or "completed",
                          thresholds=dict(thresholds), checks=checks, used=used, images_seen=seen,
                          parameters=int(sum(p.numel() for p in params)), metrics_before=state["metrics_before"],
