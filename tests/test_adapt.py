@@ -273,9 +273,9 @@ def test_mixed_statistics_are_those_of_the_pooled_samples():
     # two domains' activations of one layer: the alpha-mixture's statistics are those of the pooled samples
     g = torch.Generator().manual_seed(0)
     xs, xt = torch.randn(300, 4, generator=g) * 2 + 1, torch.randn(100, 4, generator=g) * 0.5 - 3
-    stats = [{"bn.running_mean": x.mean(0), "bn.running_var": x.var(0, unbiased=False), "bn.weight": w,
-              "bn.num_batches_tracked": torch.tensor(n)} for x, w, n in ((xs, torch.ones(4), 7), (xt, torch.zeros(4), 9))]
-    source, target = stats
+    source, target = [{"bn.running_mean": x.mean(0), "bn.running_var": x.var(0, unbiased=False), "bn.weight": w,
+                       "bn.num_batches_tracked": torch.tensor(n)}
+                      for x, w, n in ((xs, torch.ones(4), 7), (xt, torch.zeros(4), 9))]
     pooled = torch.cat([xs, xt])
     mixed = norm_refine.mixed_statistics(target, source, alpha=0.25)  # the target is a quarter of the pool
     assert torch.allclose(mixed["bn.running_mean"], pooled.mean(0), atol=1e-5)
@@ -313,6 +313,24 @@ def test_refine_deploys_the_mixed_statistics(smoke_run, tiny_prepared):
     model.load_state_dict(source_stats)
     assert runs[0.0][1].checks[-1]["score"] == pytest.approx(check.metrics(model)["score"], abs=1e-9)
     assert runs[0.0][1].checks[-1]["score"] != runs[1.0][1].checks[-1]["score"]
+
+
+def test_refined_labeller_is_a_refined_copy(smoke_run, tiny_prepared):
+    loaded, target, _, _ = _refine_setup(smoke_run, tiny_prepared)
+    cpu = torch.device("cpu")
+    acfg = AdaptExperiment(refine=RefineConfig(steps=2, batch_size=2, calibration_images=3, lr=1e-2))
+    model = copy.deepcopy(loaded.model)
+    before = copy.deepcopy(model.state_dict())
+    assert self_training._labeller(model, target, loaded.kind, acfg, cpu, 0, False) is model
+    acfg.self_train.labeller = "refined"
+    labeller = self_training._labeller(model, target, loaded.kind, acfg, cpu, 0, False)
+    assert labeller is not model and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    got, keys = labeller.state_dict(), set(refinable_keys(model))
+    assert all(torch.equal(before[k], got[k]) for k in before if k not in keys)
+    assert any(not torch.equal(before[k], got[k]) for k in keys)
+    a = make_pseudo_labels(model, target, loaded.kind, acfg.self_train, cpu, 0, 2)
+    b = make_pseudo_labels(labeller, target, loaded.kind, acfg.self_train, cpu, 0, 2)
+    assert not np.array_equal(a.q_wxyz, b.q_wxyz)
 
 
 def test_evenly_spaced():

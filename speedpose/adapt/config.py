@@ -77,6 +77,10 @@ class SelfTrainConfig(ConfigModel):
                                 "the pseudo-labelled target images (the rest: synthetic/train)")
     synthetic_images: Optional[int] = Field(None, ge=1, description="use at most this many synthetic/train "
                                             "images (a seeded subset); null = all")
+    labeller: Literal["model", "refined"] = Field("model", description="who predicts the pseudo-labels of a "
+                                                  "round: model = the current model; refined = a copy of it first "
+                                                  "refined on the target images (the refine: settings, no synthetic "
+                                                  "check; the fine-tuned model itself is not refined)")
 
 
 class CheckConfig(ConfigModel):

@@ -20,9 +20,9 @@ confident images: entropy at or below the ``confident_quantile`` of the entropie
 (``confident_quantile = 1`` and ``max_entropy = 1`` each mean no threshold).
 BatchNorm statistics come from every image of a batch; the refined layers then normalise with the running
 statistics of the target (``stats_mix = 1``) or with their mixture with the source's (alpha-BN,
-:func:`mixed_statistics`: the synthetic check and the kept model see the mixture).  A fixed number of steps, a small learning rate and the
-synthetic check every ``check.every_steps`` steps guard against collapse: a state that fails the check is
-discarded, the last state that passed is kept and refinement stops.
+:func:`mixed_statistics`: the synthetic check and the kept model see the mixture).  A fixed number of steps, a
+small learning rate and the synthetic check every ``check.every_steps`` steps guard against collapse: a state that
+fails the check is discarded, the last state that passed is kept and refinement stops.
 
 Deterministic for a seed on CPU (the batch order is the only random choice); resumable from the state dict that
 ``on_checkpoint`` receives.

@@ -1,6 +1,7 @@
 """Self-training on pseudo-labelled target images, in rounds.
 
-Each round: pseudo-label every target image with the current model (:mod:`speedpose.adapt.pseudo_labels`), then
+Each round: pseudo-label every target image with the current model (:mod:`speedpose.adapt.pseudo_labels`; or with
+a copy of it refined on the target first, ``self_train.labeller: refined``), then
 fine-tune on synthetic/train mixed with the selected target images (their pseudo pose replaces the label; their box
 is the reprojection of that pose), with the training engine (:func:`speedpose.training.fit`: the same loss,
 augmentation, determinism and step-exact resumption as ``speedpose train``).  A round is one engine epoch of exactly
@@ -20,6 +21,7 @@ its training resumes at the exact step).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from speedpose.adapt.check import SyntheticCheck
 from speedpose.adapt.config import AdaptExperiment
+from speedpose.adapt.norm_refine import refine
 from speedpose.adapt.pseudo_labels import PseudoLabels, make_pseudo_labels
 from speedpose.adapt.targets import pseudo_labelled_view
 from speedpose.config import config_to_dict
@@ -38,6 +41,7 @@ from speedpose.data.loader import PreprocessedSplit
 from speedpose.io_utils import atomic_write_json, read_json
 from speedpose.pose.config import SpeedplusExperiment
 from speedpose.pose.kinds import model_kind
+from speedpose.pose.kinds.base import ModelKind
 from speedpose.pose.model import PoseModel
 from speedpose.pose.task import SpeedplusTask, train_subset
 from speedpose.resumable import ChunkFiles
@@ -202,6 +206,19 @@ def _finetune(model: PoseModel, cfg: SpeedplusExperiment, acfg: AdaptExperiment,
     return int(summary.global_step)
 
 
+def _labeller(model: PoseModel, target: PreprocessedSplit, kind: ModelKind, acfg: AdaptExperiment,
+              device: torch.device, r: int, progress: bool) -> PoseModel:
+    """The model that pseudo-labels round ``r``: ``model`` itself, or (``self_train.labeller: refined``) a copy of
+    it refined on the target images with the ``refine:`` settings and no synthetic check."""
+    if acfg.self_train.labeller == "model":
+        return model
+    labeller = copy.deepcopy(model).to(device)
+    no_check = SyntheticCheck(None, np.empty(0, dtype=np.int64), kind, 0.0, device)
+    refine(labeller, target, kind, acfg.refine, no_check, acfg.refine.steps, device, mix_seed(acfg.train.seed, 19, r),
+           progress=progress)
+    return labeller
+
+
 def self_train(model: PoseModel, cfg: SpeedplusExperiment, acfg: AdaptExperiment, target: PreprocessedSplit,
                check: SyntheticCheck, work_dir: str | Path, root: Path, prep_dir: Path | None, device: torch.device,
                progress: bool = True) -> SelfTrainOutcome:
@@ -243,8 +260,8 @@ def self_train(model: PoseModel, cfg: SpeedplusExperiment, acfg: AdaptExperiment
         if label_files.is_done(r):
             labels = PseudoLabels.from_frame(pd.read_csv(path, float_precision="round_trip"))
         else:
-            labels = make_pseudo_labels(model, target, kind, st, device, mix_seed(acfg.train.seed, r),
-                                        acfg.train.batch_size, progress)
+            labels = make_pseudo_labels(_labeller(model, target, kind, acfg, device, r, progress), target, kind,
+                                        st, device, mix_seed(acfg.train.seed, r), acfg.train.batch_size, progress)
             with label_files.writing(r) as tmp:
                 labels.to_frame(target.filenames).to_csv(tmp, index=False)
         rec: dict[str, Any] = {"round": r, "selected": int(labels.selected.sum()),
