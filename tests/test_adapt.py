@@ -333,6 +333,17 @@ def test_refined_labeller_is_a_refined_copy(smoke_run, tiny_prepared):
     assert not np.array_equal(a.q_wxyz, b.q_wxyz)
 
 
+def test_self_training_of_the_localiser_only_keeps_the_crop_network(smoke_run, tiny_prepared, tmp_path):
+    root, prep = tiny_prepared
+    out = tmp_path / "loc-only"
+    assert _adapt(smoke_run, root, prep, out, "self-train", "self_train.networks=localiser", "check.images=1") == 0
+    src, got = _weights(smoke_run / "best.pt"), _weights(out / "best.pt")
+    changed = {k for k in src if not torch.equal(src[k], got[k])}
+    assert changed and all(k.startswith("localiser.") for k in changed)
+    cfg = yaml.safe_load((out / "self_train" / "rounds" / "round_0" / RESOLVED_NAME).read_text())
+    assert cfg["data"]["loc_fraction"] == 1.0
+
+
 def test_evenly_spaced():
     assert evenly_spaced(5, None).tolist() == [0, 1, 2, 3, 4] and evenly_spaced(5, 9).tolist() == [0, 1, 2, 3, 4]
     assert evenly_spaced(10, 3).tolist() == [0, 4, 9] and evenly_spaced(10, 0).tolist() == []

@@ -77,6 +77,10 @@ class SelfTrainConfig(ConfigModel):
                                 "the pseudo-labelled target images (the rest: synthetic/train)")
     synthetic_images: Optional[int] = Field(None, ge=1, description="use at most this many synthetic/train "
                                             "images (a seeded subset); null = all")
+    networks: Literal["all", "localiser"] = Field("all", description="what the fine-tuning changes: all = every "
+                                                  "network; localiser = the localiser only (crop models: every "
+                                                  "sample trains it, data.loc_fraction = 1, and the crop network is "
+                                                  "restored bit-identical after each round)")
     labeller: Literal["model", "refined"] = Field("model", description="who predicts the pseudo-labels of a "
                                                   "round: model = the current model; refined = a copy of it first "
                                                   "refined on the target images (the refine: settings, no synthetic "

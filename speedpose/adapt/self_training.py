@@ -1,13 +1,13 @@
 """Self-training on pseudo-labelled target images, in rounds.
 
-Each round: pseudo-label every target image with the current model (:mod:`speedpose.adapt.pseudo_labels`; or with
-a copy of it refined on the target first, ``self_train.labeller: refined``), then
-fine-tune on synthetic/train mixed with the selected target images (their pseudo pose replaces the label; their box
-is the reprojection of that pose), with the training engine (:func:`speedpose.training.fit`: the same loss,
-augmentation, determinism and step-exact resumption as ``speedpose train``).  A round is one engine epoch of exactly
-``train.max_steps`` batches, drawn from the mixture in seeded shuffled passes, with its own seed
-(:func:`round_seed`: another sample order and augmentation each round).  The synthetic check follows every
-round: a round that makes it worse than the tolerance is discarded, the previous model kept and the rounds stop.
+Each round: pseudo-label every target image with the current model (:mod:`speedpose.adapt.pseudo_labels`; or
+with a copy of it refined on the target first, ``self_train.labeller: refined``), then fine-tune on synthetic/train
+mixed with the selected target images (their pseudo pose replaces the label; their box is the reprojection of that
+pose; ``self_train.networks: localiser`` fine-tunes the localiser alone), with the training engine
+(:func:`speedpose.training.fit`: the same loss, augmentation, determinism and step-exact resumption as
+``speedpose train``).  A round is one engine epoch of exactly ``train.max_steps`` batches, drawn from the mixture in
+seeded shuffled passes, with its own seed (:func:`round_seed`: another sample order and augmentation each round).
+The synthetic check follows every round: a round that makes it worse than the tolerance is discarded, the previous model kept and the rounds stop.
 
 Work folder layout (``work_dir``)::
 
@@ -38,6 +38,7 @@ from speedpose.adapt.pseudo_labels import PseudoLabels, make_pseudo_labels
 from speedpose.adapt.targets import pseudo_labelled_view
 from speedpose.config import config_to_dict
 from speedpose.data.loader import PreprocessedSplit
+from speedpose.errors import InputError
 from speedpose.io_utils import atomic_write_json, read_json
 from speedpose.pose.config import SpeedplusExperiment
 from speedpose.pose.kinds import model_kind
@@ -134,7 +135,8 @@ def round_config(source: SpeedplusExperiment, acfg: AdaptExperiment, root: Path,
                  description: str = "", seed: int | None = None) -> SpeedplusExperiment:
     """The source run's config with the adaptation's ``optim``/``schedule``/``train`` sections (one epoch, no step
     limit: the round's epoch has exactly ``train.max_steps`` batches; ``train.seed`` = ``seed`` when given), the
-    given data location and no ImageNet initialisation (the weights come from the source)."""
+    given data location and no ImageNet initialisation (the weights come from the source); every sample trains the
+    localiser when ``self_train.networks`` is ``localiser``."""
     data = config_to_dict(source)
     data["optim"] = config_to_dict(acfg.optim)
     data["schedule"] = config_to_dict(acfg.schedule)
@@ -144,6 +146,8 @@ def round_config(source: SpeedplusExperiment, acfg: AdaptExperiment, root: Path,
     data["data"]["root"] = str(Path(root).resolve())
     data["data"]["prep_dir"] = str(Path(prep_dir).resolve()) if prep_dir is not None else None
     data["model"]["pretrained"] = False
+    if acfg.self_train.networks == "localiser":
+        data["data"]["loc_fraction"] = 1.0  # every sample trains the localiser
     data["description"] = description or source.description
     return type(source).model_validate(data)
 
@@ -187,10 +191,14 @@ def _finetune(model: PoseModel, cfg: SpeedplusExperiment, acfg: AdaptExperiment,
     st = acfg.self_train
     steps = int(acfg.train.max_steps)
     last = run_dir / LAST_NAME
+    # localiser only: the crop network's tensors (weights and statistics) as they were before the round
+    kept = {k: v.detach().clone() for k, v in model.state_dict().items()
+            if st.networks == "localiser" and not k.startswith("localiser.")}
     if last.is_file():
         ckpt = load_checkpoint(last)
         if int(ckpt.get("global_step", 0)) >= steps:  # finished before an interruption: never step again
             model.load_state_dict(ckpt["model"])
+            model.load_state_dict(kept, strict=False)
             return int(ckpt["global_step"])
     q = np.full((len(target), 4), np.nan)
     t = np.full((len(target), 3), np.nan)
@@ -203,6 +211,7 @@ def _finetune(model: PoseModel, cfg: SpeedplusExperiment, acfg: AdaptExperiment,
                          st.synthetic_images, subset_seed=acfg.train.seed)
     summary = fit(task, cfg_r, run_dir, resume=last.is_file(), progress=progress)
     model.load_state_dict(load_checkpoint(last)["model"])
+    model.load_state_dict(kept, strict=False)
     return int(summary.global_step)
 
 
@@ -238,6 +247,9 @@ def self_train(model: PoseModel, cfg: SpeedplusExperiment, acfg: AdaptExperiment
     """
     st = acfg.self_train
     kind = model_kind(cfg)
+    if st.networks == "localiser" and model.localiser is None:
+        raise InputError("self_train.networks=localiser: this run's model has no localiser (crop models have one); "
+                         "use self_train.networks=all")
     work_dir = Path(work_dir)
     state_path = work_dir / STATE_NAME
     label_files = _label_files(work_dir)
