@@ -7,7 +7,8 @@ pose; ``self_train.networks: localiser`` fine-tunes the localiser alone), with t
 (:func:`speedpose.training.fit`: the same loss, augmentation, determinism and step-exact resumption as
 ``speedpose train``).  A round is one engine epoch of exactly ``train.max_steps`` batches, drawn from the mixture in
 seeded shuffled passes, with its own seed (:func:`round_seed`: another sample order and augmentation each round).
-The synthetic check follows every round: a round that makes it worse than the tolerance is discarded, the previous model kept and the rounds stop.
+The synthetic check follows every round: a round that makes it worse than the tolerance is discarded, the previous
+model kept and the rounds stop.
 
 Work folder layout (``work_dir``)::
 
