@@ -153,6 +153,9 @@ def run(run_dir: Path, root: Path, domain: str, method: str, *, out: Path | None
         raise InputError("--out: exists and is not a folder (expected a new folder or an adaptation folder of "
                          "`speedpose adapt`)", out)
 
+    if method == "self-train" and acfg.self_train.networks == "localiser" and loaded.model.localiser is None:
+        raise InputError("self_train.networks=localiser: this run's model has no localiser (crop models have one); "
+                         "use self_train.networks=all", run_dir)
     target_split = _open(root, domain, "test", prep_dir, progress)
     target = unlabelled_view(target_split)
     if len(target) == 0:

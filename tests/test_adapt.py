@@ -196,8 +196,10 @@ def _refine_setup(smoke_run, tiny_prepared, check_images=0):
     return loaded, target, check, rcfg
 
 
-def test_refine_is_deterministic_and_resumes_exactly(smoke_run, tiny_prepared):
+@pytest.mark.parametrize("stats_mix", [1.0, 0.5])
+def test_refine_is_deterministic_and_resumes_exactly(smoke_run, tiny_prepared, stats_mix):
     loaded, target, check, rcfg = _refine_setup(smoke_run, tiny_prepared)
+    rcfg = rcfg.model_copy(update={"stats_mix": stats_mix})
     cpu = torch.device("cpu")
     runs, saved = [], []
     for _ in range(2):
@@ -288,12 +290,13 @@ def test_mixed_statistics_are_those_of_the_pooled_samples():
 
 
 def test_refine_deploys_the_mixed_statistics(smoke_run, tiny_prepared):
-    # stats_mix = 0: the refined weights and biases with the SOURCE's running statistics (the check sees them too)
+    # stats_mix = 0: the refined weights and biases with the SOURCE's running statistics (the check sees them too);
+    # 0.5: the mixture of the source's and those that stats_mix = 1 deploys
     loaded, target, check, rcfg = _refine_setup(smoke_run, tiny_prepared, check_images=2)
-    check.tolerance = 1e6  # every state passes: both refinements take the same steps
+    check.tolerance = 1e6  # every state passes: the refinements take the same steps
     cpu = torch.device("cpu")
     runs = {}
-    for alpha in (1.0, 0.0):
+    for alpha in (1.0, 0.5, 0.0):
         model = copy.deepcopy(loaded.model)
         out = refine(model, target, loaded.kind, rcfg.model_copy(update={"stats_mix": alpha}), check, 1, cpu,
                      seed=0, progress=False)
@@ -304,8 +307,11 @@ def test_refine_deploys_the_mixed_statistics(smoke_run, tiny_prepared):
     target_only, source_stats = runs[1.0][0], runs[0.0][0]
     assert all(torch.equal(source_stats[k], src[k]) for k in stats)
     assert any(not torch.equal(target_only[k], src[k]) for k in stats)
+    half = norm_refine.mixed_statistics({k: target_only[k] for k in stats}, {k: src[k] for k in stats}, 0.5)
+    assert all(torch.allclose(runs[0.5][0][k], half[k]) for k in stats)
     # the same refinement (same batches, same gradients) either way: only the deployed statistics differ
-    assert all(torch.equal(source_stats[k], target_only[k]) for k in affine)
+    assert all(torch.equal(source_stats[k], target_only[k]) and torch.equal(runs[0.5][0][k], target_only[k])
+               for k in affine)
     assert any(not torch.equal(source_stats[k], src[k]) for k in affine)
     # the check scored the deployed model: the source's statistics, the refined weights
     check.tolerance = 0.05
@@ -333,7 +339,8 @@ def test_refined_labeller_is_a_refined_copy(smoke_run, tiny_prepared):
     assert not np.array_equal(a.q_wxyz, b.q_wxyz)
 
 
-def test_self_training_of_the_localiser_only_keeps_the_crop_network(smoke_run, tiny_prepared, tmp_path):
+def test_self_training_of_the_localiser_only_keeps_the_crop_network(smoke_run, tiny_prepared, tmp_path,
+                                                                     monkeypatch):
     root, prep = tiny_prepared
     out = tmp_path / "loc-only"
     assert _adapt(smoke_run, root, prep, out, "self-train", "self_train.networks=localiser", "check.images=1") == 0
@@ -342,6 +349,30 @@ def test_self_training_of_the_localiser_only_keeps_the_crop_network(smoke_run, t
     assert changed and all(k.startswith("localiser.") for k in changed)
     cfg = yaml.safe_load((out / "self_train" / "rounds" / "round_0" / RESOLVED_NAME).read_text())
     assert cfg["data"]["loc_fraction"] == 1.0
+    # killed after the last round, before the adapted weights, then resumed: the round's checkpoint holds the crop
+    # network as training left it (its statistics moved); the adapted run must still hold the source's
+    resumed = tmp_path / "loc-only-resumed"
+    with monkeypatch.context() as m:
+        _kill_at_call(m, adapt_stage, "save_checkpoint", 1, after=False)
+        with pytest.raises(_Killed):
+            _adapt(smoke_run, root, prep, resumed, "self-train", "self_train.networks=localiser", "check.images=1")
+    assert _adapt(smoke_run, root, prep, resumed, "self-train", "self_train.networks=localiser",
+                  "check.images=1") == 0
+    _assert_same_weights(out / "best.pt", resumed / "best.pt")
+
+
+def test_a_fallback_to_an_earlier_round_keeps_the_source_crop_network(smoke_run, tiny_prepared, tmp_path,
+                                                                      monkeypatch):
+    root, prep = tiny_prepared
+    scores = iter([1.0, 1.0, 5.0])  # the source, round 0 passes, round 1 fails: round 0's model is kept
+    monkeypatch.setattr(SyntheticCheck, "metrics", lambda self, model: {"score": next(scores)})
+    out = tmp_path / "fallback"
+    assert _adapt(smoke_run, root, prep, out, "self-train", "self_train.networks=localiser", "self_train.rounds=2",
+                  "check.images=1", "check.tolerance=0.05") == 0
+    assert json.loads((out / "adapt.json").read_text())["self_train"]["kept_round"] == 0
+    src, got = _weights(smoke_run / "best.pt"), _weights(out / "best.pt")
+    assert all(torch.equal(src[k], v) for k, v in got.items() if not k.startswith("localiser."))
+    assert any(not torch.equal(src[k], v) for k, v in got.items() if k.startswith("localiser."))
 
 
 def test_evenly_spaced():

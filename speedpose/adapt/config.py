@@ -51,7 +51,7 @@ class RefineConfig(ConfigModel):
     stats_mix: float = Field(1.0, ge=0, le=1, description="share of the target in the deployed BatchNorm "
                              "statistics: the refined layers normalise with the mixture of alpha x the statistics "
                              "refinement measured on the target and (1 - alpha) x the source's (mean and variance "
-                             "of the mixed distribution; alpha-BN); 1 = the target's alone, 0 = the source's")
+                             "of the mixed distribution, as alpha-BN); 1 = the target's alone, 0 = the source's")
 
 
 class SelfTrainConfig(ConfigModel):
@@ -78,9 +78,10 @@ class SelfTrainConfig(ConfigModel):
     synthetic_images: Optional[int] = Field(None, ge=1, description="use at most this many synthetic/train "
                                             "images (a seeded subset); null = all")
     networks: Literal["all", "localiser"] = Field("all", description="what the fine-tuning changes: all = every "
-                                                  "network; localiser = the localiser only (crop models: every "
-                                                  "sample trains it, data.loc_fraction = 1, and the crop network is "
-                                                  "restored bit-identical after each round)")
+                                                  "network; localiser = the localiser only (crop models only: the "
+                                                  "crop network frozen and kept bit-identical, its statistics "
+                                                  "included; every sample trains the localiser, data.loc_fraction "
+                                                  "= 1)")
     labeller: Literal["model", "refined"] = Field("model", description="who predicts the pseudo-labels of a "
                                                   "round: model = the current model; refined = a copy of it first "
                                                   "refined on the target images (the refine: settings, no synthetic "

@@ -80,7 +80,7 @@ def norm_state(model: PoseModel, localiser: bool = True, encoder: bool = True) -
 def mixed_statistics(target: dict[str, torch.Tensor], source: dict[str, torch.Tensor],
                      alpha: float) -> dict[str, torch.Tensor]:
     """The refinable tensors of ``target`` with each BatchNorm layer's running statistics replaced by those of the
-    mixture ``alpha`` x target + (1 - alpha) x source (alpha-BN): per channel
+    mixture ``alpha`` x target + (1 - alpha) x source (as alpha-BN, with the variance of the mixture): per channel
     ``mean = a m_t + (1 - a) m_s`` and ``var = a v_t + (1 - a) v_s + a (1 - a) (m_t - m_s)^2``.  Weights, biases
     and counters stay the target's; ``alpha = 1`` returns ``target`` itself."""
     if alpha >= 1.0:
@@ -266,7 +266,8 @@ def refine(model: PoseModel, target: PreprocessedSplit, kind: ModelKind, rcfg: R
     """Refine ``model`` (in place, on ``device``) on every image of the unlabelled ``target`` split.
 
     Args:
-        model: the source model (its weights are changed in place; see the module docstring for which).
+        model: the source model, also when resuming (its weights are changed in place; see the module docstring for
+            which; its BatchNorm statistics are the source's of ``refine.stats_mix``).
         target: the unlabelled target split (:func:`speedpose.adapt.targets.unlabelled_view`).
         kind: the run's model kind (its network inputs).
         rcfg: the ``refine:`` settings.
@@ -277,9 +278,11 @@ def refine(model: PoseModel, target: PreprocessedSplit, kind: ModelKind, rcfg: R
         on_checkpoint: called with a resumable state (tensors and plain values) after every check.
         on_step: called with ``(step, scalars)`` after every step (logging).
     Returns:
-        A :class:`RefineOutcome`; the model holds the kept state, in eval mode.
+        A :class:`RefineOutcome`; the model holds the kept state with the statistics it deploys (the mixture of
+        ``refine.stats_mix``), in eval mode.
     """
     n = len(target)
+    source = norm_state(model, rcfg.localiser, rcfg.encoder)  # the source model's (also when resuming)
     layers = norm_layers(model, rcfg.localiser, rcfg.encoder)
     params = _norm_parameters(model, rcfg.localiser, rcfg.encoder)
     if rcfg.optimizer == "adam":
@@ -296,8 +299,7 @@ def refine(model: PoseModel, target: PreprocessedSplit, kind: ModelKind, rcfg: R
         state = {"step": 0, "norm": norm_state(model, rcfg.localiser, rcfg.encoder), "optimizer": opt.state_dict(),
                  "good": norm_state(model, rcfg.localiser, rcfg.encoder), "good_step": 0, "thresholds": thresholds,
                  "checks": checks, "used": {t: 0 for t in thresholds}, "images_seen": 0,
-                 "baseline": check.baseline, "metrics_before": before, "metrics_good": before, "stopped": None,
-                 "source": norm_state(model, rcfg.localiser, rcfg.encoder)}
+                 "baseline": check.baseline, "metrics_before": before, "metrics_good": before, "stopped": None}
     else:
         state = dict(state)  # updated below: the caller's copy stays as it was
         model.load_state_dict(state["norm"], strict=False)
@@ -343,14 +345,14 @@ def refine(model: PoseModel, target: PreprocessedSplit, kind: ModelKind, rcfg: R
             bar.set_postfix(loss=f"{scalars['loss']:.4g}", used=int(scalars.get("used_rotation", 0)), refresh=False)
             if step % check_every == 0 or step == rcfg.steps:
                 raw = norm_state(model, rcfg.localiser, rcfg.encoder)
-                model.load_state_dict(mixed_statistics(raw, state["source"], rcfg.stats_mix), strict=False)
+                model.load_state_dict(mixed_statistics(raw, source, rcfg.stats_mix), strict=False)
                 metrics = check.metrics(model) if check.enabled else None  # the statistics it will deploy
                 model.load_state_dict(raw, strict=False)
                 passed = metrics is None or check.passes(metrics["score"])
                 if metrics is not None:
                     checks.append({"step": step, "score": metrics["score"], "passed": passed})
                 if passed:
-                    state["good"], state["good_step"] = norm_state(model, rcfg.localiser, rcfg.encoder), step
+                    state["good"], state["good_step"] = raw, step
                     state["metrics_good"] = metrics
                 else:
                     model.load_state_dict(state["good"], strict=False)
@@ -368,7 +370,7 @@ def refine(model: PoseModel, target: PreprocessedSplit, kind: ModelKind, rcfg: R
             m.momentum = momentum
         model.eval()
     # the kept state (the last one, or the last that passed the check) with the statistics it deploys
-    model.load_state_dict(mixed_statistics(state["good"], state["source"], rcfg.stats_mix), strict=False)
+    model.load_state_dict(mixed_statistics(state["good"], source, rcfg.stats_mix), strict=False)
     return RefineOutcome(steps_done=step, kept_step=int(state["good_step"]), stopped=stopped or "completed",
                          thresholds=dict(thresholds), checks=checks, used=used, images_seen=seen,
                          parameters=int(sum(p.numel() for p in params)), metrics_before=state["metrics_before"],

@@ -33,13 +33,12 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset
 
 from speedpose.adapt.check import SyntheticCheck
-from speedpose.adapt.config import AdaptExperiment
+from speedpose.adapt.config import AdaptExperiment, SelfTrainConfig
 from speedpose.adapt.norm_refine import refine
 from speedpose.adapt.pseudo_labels import PseudoLabels, make_pseudo_labels
 from speedpose.adapt.targets import pseudo_labelled_view
 from speedpose.config import config_to_dict
 from speedpose.data.loader import PreprocessedSplit
-from speedpose.errors import InputError
 from speedpose.io_utils import atomic_write_json, read_json
 from speedpose.pose.config import SpeedplusExperiment
 from speedpose.pose.kinds import model_kind
@@ -92,15 +91,17 @@ def target_repeat(n_synthetic: int, n_target: int, share: float) -> int:
 class SelfTrainTask(SpeedplusTask):
     """The SPEED+ task of one self-training round: the model starts from ``init_state``; an epoch is ``samples``
     samples of the mixture of synthetic/train (or a seeded subset of ``synthetic_images``) and the pseudo-labelled
-    records ``target_indices`` of ``target``; no validation (the caller runs the synthetic check).
+    records ``target_indices`` of ``target``; no validation (the caller runs the synthetic check);
+    ``localiser_only``: the crop network is frozen.
 
     ``cfg.train.seed`` (the round's seed) drives the sample order and augmentation; the synthetic subset comes from
     ``subset_seed`` (the adaptation's seed), so that every round draws from the same synthetic images."""
 
     def __init__(self, cfg: SpeedplusExperiment, init_state: dict[str, torch.Tensor], target: PreprocessedSplit,
                  target_indices: np.ndarray, target_share: float, samples: int, synthetic_images: int | None = None,
-                 subset_seed: int | None = None):
+                 subset_seed: int | None = None, localiser_only: bool = False):
         super().__init__(cfg)
+        self.localiser_only = bool(localiser_only)
         subset_seed = cfg.train.seed if subset_seed is None else int(subset_seed)
         self.train_indices = train_subset(len(self.train_split), cfg.data.split, subset_seed)
         self.samples = int(samples)
@@ -115,6 +116,8 @@ class SelfTrainTask(SpeedplusTask):
     def build_model(self) -> PoseModel:
         model = self.kind.build_model()
         model.load_state_dict(self.init_state)
+        if self.localiser_only:  # no gradient reaches the crop network (its statistics are restored by the caller)
+            model.net.requires_grad_(False)
         return model
 
     def train_dataset(self) -> Dataset:
@@ -181,6 +184,19 @@ def _round_dir(work_dir: Path, r: int) -> Path:
     return work_dir / "rounds" / f"round_{r}"
 
 
+def _crop_network(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Copies of the tensors of a :class:`PoseModel` state dict that are not the localiser's."""
+    return {k: v.detach().clone() for k, v in state.items() if not k.startswith("localiser.")}
+
+
+def _round_weights(work_dir: Path, r: int, source_state: dict[str, torch.Tensor],
+                   st: SelfTrainConfig) -> dict[str, torch.Tensor]:
+    """The weights of round ``r``'s model: its training checkpoint, with the source's crop network when only the
+    localiser is fine-tuned (the checkpoint holds the crop network as training left it, statistics included)."""
+    weights = load_checkpoint(_round_dir(work_dir, r) / LAST_NAME)["model"]
+    return {**weights, **_crop_network(source_state)} if st.networks == "localiser" else weights
+
+
 def _label_files(work_dir: Path) -> ChunkFiles:
     """The rounds' pseudo-label tables, one chunk file per round (the inputs' key is the adaptation's)."""
     return ChunkFiles(work_dir, pattern="pseudo_labels/round_{k}.csv")
@@ -192,9 +208,7 @@ def _finetune(model: PoseModel, cfg: SpeedplusExperiment, acfg: AdaptExperiment,
     st = acfg.self_train
     steps = int(acfg.train.max_steps)
     last = run_dir / LAST_NAME
-    # localiser only: the crop network's tensors (weights and statistics) as they were before the round
-    kept = {k: v.detach().clone() for k, v in model.state_dict().items()
-            if st.networks == "localiser" and not k.startswith("localiser.")}
+    kept = _crop_network(model.state_dict()) if st.networks == "localiser" else {}  # weights and statistics
     if last.is_file():
         ckpt = load_checkpoint(last)
         if int(ckpt.get("global_step", 0)) >= steps:  # finished before an interruption: never step again
@@ -209,7 +223,7 @@ def _finetune(model: PoseModel, cfg: SpeedplusExperiment, acfg: AdaptExperiment,
     cfg_r = round_config(cfg, acfg, root, prep_dir, f"self-training round {r} on {target.domain}",
                          seed=round_seed(acfg.train.seed, r))
     task = SelfTrainTask(cfg_r, model.state_dict(), view, sel, st.target_share, steps * acfg.train.batch_size,
-                         st.synthetic_images, subset_seed=acfg.train.seed)
+                         st.synthetic_images, subset_seed=acfg.train.seed, localiser_only=st.networks == "localiser")
     summary = fit(task, cfg_r, run_dir, resume=last.is_file(), progress=progress)
     model.load_state_dict(load_checkpoint(last)["model"])
     model.load_state_dict(kept, strict=False)
@@ -248,9 +262,6 @@ def self_train(model: PoseModel, cfg: SpeedplusExperiment, acfg: AdaptExperiment
     """
     st = acfg.self_train
     kind = model_kind(cfg)
-    if st.networks == "localiser" and model.localiser is None:
-        raise InputError("self_train.networks=localiser: this run's model has no localiser (crop models have one); "
-                         "use self_train.networks=all")
     work_dir = Path(work_dir)
     state_path = work_dir / STATE_NAME
     label_files = _label_files(work_dir)
@@ -259,7 +270,7 @@ def self_train(model: PoseModel, cfg: SpeedplusExperiment, acfg: AdaptExperiment
         state = read_json(state_path)
         check.baseline = state["baseline"]
         if state["kept_round"] is not None:
-            model.load_state_dict(load_checkpoint(_round_dir(work_dir, state["kept_round"]) / LAST_NAME)["model"])
+            model.load_state_dict(_round_weights(work_dir, state["kept_round"], source_state, st))
     else:
         before = check.set_baseline(model) if check.enabled else None
         state = {"baseline": check.baseline, "metrics_before": before, "metrics_kept": before, "rounds": [],
@@ -295,8 +306,8 @@ def self_train(model: PoseModel, cfg: SpeedplusExperiment, acfg: AdaptExperiment
                 state["kept_round"], state["metrics_kept"] = r, metrics
             else:
                 prev = state["kept_round"]
-                model.load_state_dict(source_state if prev is None else
-                                      load_checkpoint(_round_dir(work_dir, prev) / LAST_NAME)["model"])
+                model.load_state_dict(source_state if prev is None else _round_weights(work_dir, prev, source_state,
+                                                                                     st))
                 state["stopped"] = "check_failed"
         state["rounds"].append(rec)
         atomic_write_json(state_path, state)
