@@ -48,7 +48,7 @@ class RefineConfig(ConfigModel):
                                     "before refinement set the thresholds")
     stats_momentum: Optional[float] = Field(None, gt=0, le=1, description="BatchNorm running-statistics "
                                             "momentum during refinement; null = the layers' own (0.1)")
-    stats_mix: float = Field(1.0, ge=0, le=1, description="share of the target in the deployed BatchNorm "
+    stats_mix: float = Field(0.5, ge=0, le=1, description="share of the target in the deployed BatchNorm "
                              "statistics: the refined layers normalise with the mixture of alpha x the statistics "
                              "refinement measured on the target and (1 - alpha) x the source's (mean and variance "
                              "of the mixed distribution, as alpha-BN); 1 = the target's alone, 0 = the source's")
