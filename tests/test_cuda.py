@@ -113,9 +113,10 @@ def test_mixed_precision_training_on_cuda(amp, tiny_prepared, tmp_path):
 
     root, prep = tiny_prepared
     summary = train_stage.run(root, "smoke", ["data.val_limit=2", "train.batch_size=4", "train.workers=0",
-                                              "train.device=cuda", f"train.amp={amp}", "train.epochs=3", "train.max_steps=4",
-                                              "model.keypoints.enabled=true", "model.pose_solver=fused",
-                                              f"data.prep_dir={prep}"], out=tmp_path, name="run", progress=False)
+                                              "train.device=cuda", f"train.amp={amp}", "train.epochs=3",
+                                              "train.max_steps=4", "model.keypoints.enabled=true",
+                                              "model.pose_solver=fused", f"data.prep_dir={prep}"],
+                              out=tmp_path, name="run", progress=False)
     assert summary.precision == amp and summary.global_step == 4 and summary.stopped == "max_steps"
     losses = [float(r["value"]) for r in read_metrics(tmp_path / "run" / "metrics.csv")
               if r.get("split") == "train" and r.get("name") == "loss"]

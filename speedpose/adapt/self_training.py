@@ -184,17 +184,14 @@ def _round_dir(work_dir: Path, r: int) -> Path:
     return work_dir / "rounds" / f"round_{r}"
 
 
-def _crop_network(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Copies of the tensors of a :class:`PoseModel` state dict that are not the localiser's."""
-    return {k: v.detach().clone() for k, v in state.items() if not k.startswith("localiser.")}
-
-
 def _round_weights(work_dir: Path, r: int, source_state: dict[str, torch.Tensor],
                    st: SelfTrainConfig) -> dict[str, torch.Tensor]:
     """The weights of round ``r``'s model: its training checkpoint, with the source's crop network when only the
     localiser is fine-tuned (the checkpoint holds the crop network as training left it, statistics included)."""
     weights = load_checkpoint(_round_dir(work_dir, r) / LAST_NAME)["model"]
-    return {**weights, **_crop_network(source_state)} if st.networks == "localiser" else weights
+    if st.networks == "localiser":
+        weights.update((k, v) for k, v in source_state.items() if not k.startswith("localiser."))
+    return weights
 
 
 def _label_files(work_dir: Path) -> ChunkFiles:
@@ -204,17 +201,15 @@ def _label_files(work_dir: Path) -> ChunkFiles:
 
 def _finetune(model: PoseModel, cfg: SpeedplusExperiment, acfg: AdaptExperiment, target: PreprocessedSplit,
               labels: PseudoLabels, run_dir: Path, root: Path, prep_dir: Path | None, r: int, progress: bool) -> int:
-    """Fine-tune ``model`` in place on synthetic + the selected pseudo labels; returns the steps done."""
+    """Fine-tune from ``model``'s weights (left unchanged) on synthetic + the selected pseudo labels, into
+    ``run_dir`` (:func:`_round_weights` reads the result); returns the steps done."""
     st = acfg.self_train
     steps = int(acfg.train.max_steps)
     last = run_dir / LAST_NAME
-    kept = _crop_network(model.state_dict()) if st.networks == "localiser" else {}  # weights and statistics
     if last.is_file():
-        ckpt = load_checkpoint(last)
-        if int(ckpt.get("global_step", 0)) >= steps:  # finished before an interruption: never step again
-            model.load_state_dict(ckpt["model"])
-            model.load_state_dict(kept, strict=False)
-            return int(ckpt["global_step"])
+        done = int(load_checkpoint(last).get("global_step", 0))
+        if done >= steps:  # finished before an interruption: never step again
+            return done
     q = np.full((len(target), 4), np.nan)
     t = np.full((len(target), 3), np.nan)
     sel = labels.indices
@@ -224,10 +219,7 @@ def _finetune(model: PoseModel, cfg: SpeedplusExperiment, acfg: AdaptExperiment,
                          seed=round_seed(acfg.train.seed, r))
     task = SelfTrainTask(cfg_r, model.state_dict(), view, sel, st.target_share, steps * acfg.train.batch_size,
                          st.synthetic_images, subset_seed=acfg.train.seed, localiser_only=st.networks == "localiser")
-    summary = fit(task, cfg_r, run_dir, resume=last.is_file(), progress=progress)
-    model.load_state_dict(load_checkpoint(last)["model"])
-    model.load_state_dict(kept, strict=False)
-    return int(summary.global_step)
+    return int(fit(task, cfg_r, run_dir, resume=last.is_file(), progress=progress).global_step)
 
 
 def _labeller(model: PoseModel, target: PreprocessedSplit, kind: ModelKind, acfg: AdaptExperiment,
@@ -297,6 +289,7 @@ def self_train(model: PoseModel, cfg: SpeedplusExperiment, acfg: AdaptExperiment
         else:
             rec["steps"] = _finetune(model.cpu(), cfg, acfg, target, labels, _round_dir(work_dir, r), root,
                                      prep_dir, r, progress)
+            model.load_state_dict(_round_weights(work_dir, r, source_state, st))
             model.to(device)
             metrics = check.metrics(model) if check.enabled else None
             passed = metrics is None or check.passes(metrics["score"])
