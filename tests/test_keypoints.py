@@ -21,22 +21,35 @@ from speedpose.tango import keypoint_box, project_keypoints, tango_keypoints_bod
 KP = tango_keypoints_body()
 
 
-def _gaussian_logits(uv: np.ndarray, H: int, W: int, sigma: float = 2.0) -> torch.Tensor:
-    ys, xs = cell_centres(H).double(), cell_centres(W).double()
+def _gaussian_logits(uv: np.ndarray, H: int, W: int, sigma: float = 2.0, stride: int = 4) -> torch.Tensor:
+    ys, xs = cell_centres(H, stride).double(), cell_centres(W, stride).double()
     u, v = torch.from_numpy(uv[..., 0]), torch.from_numpy(uv[..., 1])
     d2 = (xs[None, None, None] - u[..., None, None]) ** 2 + (ys[None, None, :, None] - v[..., None, None]) ** 2
     return (-d2 / (2 * sigma ** 2)).float()
 
 
-def test_heatmap_decoding_is_sub_pixel():
+@pytest.mark.parametrize("stride, sigma", [(4, 2.0), (2, 1.0)])
+def test_heatmap_decoding_is_sub_pixel(stride, sigma):
     rng = np.random.default_rng(0)
     uv = rng.uniform(8, 56, (3, 11, 2))
-    out = {"kp_logits": _gaussian_logits(uv, 16, 16), "kp_vis_logits": torch.full((3, 11), 10.0)}
-    dec, conf = decode_heatmaps(out)
-    assert np.abs(dec - uv).max() < 0.25  # cells are 4 px apart
+    n = 64 // stride
+    out = {"kp_logits": _gaussian_logits(uv, n, n, sigma, stride), "kp_vis_logits": torch.full((3, 11), 10.0)}
+    dec, conf = decode_heatmaps(out, stride)
+    assert np.abs(dec - uv).max() < 0.0625 * stride  # a sixteenth of the cell spacing
     assert (conf > 0.5).all()
     out["kp_vis_logits"][:, 3] = -10.0  # predicted invisible: no confidence
-    assert (decode_heatmaps(out)[1][:, 3] < 1e-3).all()
+    assert (decode_heatmaps(out, stride)[1][:, 3] < 1e-3).all()
+    if stride != 4:  # decoded at the wrong stride, the keypoints land elsewhere
+        assert np.abs(decode_heatmaps(out)[0] - uv).max() > 5
+
+
+def test_loss_at_stride_2_is_lowest_at_the_target():
+    uv = torch.from_numpy(np.full((1, 11, 2), 30.3))
+    vis = torch.ones(1, 11, dtype=torch.bool)
+    losses = [keypoint_loss({"kp_logits": _gaussian_logits(uv.numpy() + d, 32, 32, 2.0, 2),
+                             "kp_vis_logits": torch.full((1, 11), 5.0)}, uv.float(), vis, 2.0, 2)[0].item()
+              for d in (0.0, 1.0, 2.0)]
+    assert losses[0] < losses[1] < losses[2]
 
 
 def test_loss_is_lowest_at_the_target_and_ignores_invisible_keypoints():
@@ -57,11 +70,19 @@ def test_head_on_every_encoder_pyramid(encoder, stride):
     from speedpose.models.encoders import build_encoder
 
     enc, c = build_encoder(encoder, pretrained=False, stride=stride)
-    f, pyramid = enc.forward_pyramid(torch.randn(2, 3, 64, 64))
+    x = torch.randn(2, 3, 64, 64)
+    f, pyramid = enc.eval().forward_pyramid(x)
     assert [p.shape[1] for p in pyramid] == list(enc.pyramid_channels)
-    assert [p.shape[-1] for p in pyramid] == [16, 8]
+    assert [p.shape[-1] for p in pyramid] == [32, 16, 8]
+    assert torch.equal(f, enc(x))  # the pyramid's final map is the encoder's output
     out = KeypointHead(c, enc.pyramid_channels, width=16)(f, pyramid)
     assert out["kp_logits"].shape == (2, 11, 16, 16) and out["kp_vis_logits"].shape == (2, 11)
+    fine = KeypointHead(c, enc.pyramid_channels, width=16, stride=2)
+    assert fine(f, pyramid)["kp_logits"].shape == (2, 11, 32, 32)
+    # the stride-4 head keeps the names of its checkpoints
+    four = {k.rsplit(".", 1)[0] for k in KeypointHead(c, enc.pyramid_channels, width=16).state_dict()}
+    assert four == {"lateral.0", "lateral.1", "lateral.2", "smooth.0.0", "smooth.0.1", "smooth.1.0", "smooth.1.1",
+                    "heat", "vis"}
 
 
 def _crop_case(seed: int):

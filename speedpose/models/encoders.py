@@ -148,16 +148,17 @@ class ResNetFeatures(nn.Module):
         self.input_mean, self.input_std = input_mean, input_std
         last = net.layer1[-1]
         c4 = (last.conv3 if hasattr(last, "conv3") else last.conv2).out_channels  # Bottleneck or BasicBlock
-        self.pyramid_channels = (c4, 2 * c4)
+        self.pyramid_channels = (net.conv1.out_channels, c4, 2 * c4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_pyramid(x)[0]
 
     def forward_pyramid(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The feature map and the finer maps at strides 4 and 8 (channels ``pyramid_channels``)."""
-        f4 = self.layer1(self.stem(x))
+        """The feature map and the finer maps at strides 2, 4 and 8 (channels ``pyramid_channels``)."""
+        f2 = self.stem[:3](x)  # conv1, bn1, relu: stride 2, before the max-pool
+        f4 = self.layer1(self.stem[3](f2))
         f8 = self.layer2(f4)
-        return self.layer4(self.layer3(f8)), [f4, f8]
+        return self.layer4(self.layer3(f8)), [f2, f4, f8]
 
 
 class EfficientNetFeatures(nn.Module):
@@ -172,19 +173,20 @@ class EfficientNetFeatures(nn.Module):
         self.conv_stem, self.bn1, self.blocks = net.conv_stem, net.bn1, net.blocks[:n_stages]
         self.out_channels, self.stride = out_channels, stride
         self.input_mean, self.input_std = input_mean, input_std
-        # stages 1 and 2 end at strides 4 and 8 in every EfficientNet
-        self.pyramid_channels = (self.blocks[1][-1].conv_pwl.out_channels, self.blocks[2][-1].conv_pwl.out_channels)
+        # stages 0, 1 and 2 end at strides 2, 4 and 8 in every EfficientNet (stage 0: depthwise-separable blocks)
+        self.pyramid_channels = (self.blocks[0][-1].conv_pw.out_channels, self.blocks[1][-1].conv_pwl.out_channels,
+                                 self.blocks[2][-1].conv_pwl.out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.bn1(self.conv_stem(x)))
 
     def forward_pyramid(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The feature map and the finer maps at strides 4 and 8 (channels ``pyramid_channels``)."""
+        """The feature map and the finer maps at strides 2, 4 and 8 (channels ``pyramid_channels``)."""
         x = self.bn1(self.conv_stem(x))
         feats = []
         for k, stage in enumerate(self.blocks):
             x = stage(x)
-            if k in (1, 2):
+            if k in (0, 1, 2):
                 feats.append(x)
         return x, feats
 

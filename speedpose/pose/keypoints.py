@@ -1,8 +1,8 @@
 """The 11 Tango keypoints on the crop: a heatmap head, its targets and loss, sub-pixel decoding, and the geometry that
 turns keypoints into a pose in the crop's virtual camera (an undistorted pinhole, so no lens model here).
 
-* :class:`KeypointHead`: the crop encoder's feature pyramid (strides 4, 8 and its final map) -> 11 heatmaps at
-  stride 4 of the crop and 11 visibility logits.
+* :class:`KeypointHead`: the crop encoder's feature pyramid (strides 2, 4, 8 and its final map) -> 11 heatmaps at
+  stride 4 (or 2, ``model.keypoints.stride``) of the crop and 11 visibility logits.
 * Training: per keypoint a softmax over the heatmap's cells against a normalised Gaussian at the keypoint's position
   (:func:`keypoint_loss`), only for keypoints inside the crop and visible (not hidden by the spacecraft itself);
   visibility itself by binary cross-entropy.
@@ -14,7 +14,7 @@ turns keypoints into a pose in the crop's virtual camera (an undistorted pinhole
   :func:`solve_pose_from_keypoints` applies them to a batch of crops (``model.pose_solver``).
 
 Pixels: crop pixel centres at integer coordinates (the pipeline's convention); heatmap cell (i, j) is centred on crop
-pixel ``(stride * j + (stride - 1) / 2, stride * i + (stride - 1) / 2)``.
+pixel ``(stride * j + (stride - 1) / 2, stride * i + (stride - 1) / 2)`` (stride: the head's output stride).
 """
 
 from __future__ import annotations
@@ -36,34 +36,50 @@ HEATMAP_STRIDE = 4
 
 
 class KeypointHead(nn.Module):
-    """Encoder features -> ``kp_logits`` (B, 11, S/4, S/4) and ``kp_vis_logits`` (B, 11) for crops of side S.
+    """Encoder features -> ``kp_logits`` (B, 11, S/stride, S/stride) and ``kp_vis_logits`` (B, 11) for crops of
+    side S.
 
     A small feature pyramid: the encoder's final map (stride 16 or 32) is projected to ``width`` channels,
     upsampled to stride 8 and added to the projected stride-8 map, then to stride 4 with the stride-4 map (each sum
-    followed by a 3x3 conv-BN-ReLU); 11 heatmaps on top.  The visibility logits come from the pooled final map.
+    followed by a 3x3 conv-BN-ReLU); with ``stride`` 2 once more to stride 2 with the stride-2 map, at ``width / 2``
+    channels (a quarter of the cost of a full-width level on four times the cells); 11 heatmaps on top.  The
+    visibility logits come from the pooled final map.
 
     Args:
         in_channels: channels of the final map.
-        pyramid_channels: channels of the stride-4 and stride-8 maps.
+        pyramid_channels: channels of the stride-2, stride-4 and stride-8 maps.
         width: channels of the pyramid.
+        stride: output stride of the heatmaps [crop px], 4 or 2.
     """
 
-    def __init__(self, in_channels: int, pyramid_channels: tuple[int, int], width: int = 64):
+    def __init__(self, in_channels: int, pyramid_channels: tuple[int, int, int], width: int = 64,
+                 stride: int = HEATMAP_STRIDE):
         super().__init__()
-        c4, c8 = pyramid_channels
+        if stride not in (2, 4):
+            raise ValueError(f"keypoint heatmap stride: expected 2 or 4, got {stride!r}")
+        c2, c4, c8 = pyramid_channels
+        self.stride = stride
         self.lateral = nn.ModuleList([nn.Conv2d(in_channels, width, 1), nn.Conv2d(c8, width, 1),
                                       nn.Conv2d(c4, width, 1)])
         self.smooth = nn.ModuleList([_conv_bn_relu(width), _conv_bn_relu(width)])
-        self.heat = nn.Conv2d(width, N_KEYPOINTS, 1)
+        out_width = width
+        if stride == 2:  # names of the stride-4 head unchanged: its checkpoints load as they are
+            out_width = max(8, width // 2)
+            self.fine = nn.ModuleDict({"reduce": nn.Conv2d(width, out_width, 1),
+                                       "lateral": nn.Conv2d(c2, out_width, 1), "smooth": _conv_bn_relu(out_width)})
+        self.heat = nn.Conv2d(out_width, N_KEYPOINTS, 1)
         self.vis = nn.Linear(in_channels, N_KEYPOINTS)
 
     def forward(self, fmap: torch.Tensor, pyramid: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``fmap`` (B, C, h, w); ``pyramid`` [stride-4 map, stride-8 map]."""
-        f4, f8 = pyramid
+        """``fmap`` (B, C, h, w); ``pyramid`` [stride-2 map, stride-4 map, stride-8 map]."""
+        f2, f4, f8 = pyramid
         x = self.lateral[0](fmap)
         for lateral, smooth, skip in ((self.lateral[1], self.smooth[0], f8), (self.lateral[2], self.smooth[1], f4)):
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = smooth(x + lateral(skip))
+        if self.stride == 2:
+            x = F.interpolate(self.fine["reduce"](x), size=f2.shape[-2:], mode="bilinear", align_corners=False)
+            x = self.fine["smooth"](x + self.fine["lateral"](f2))
         return {"kp_logits": self.heat(x), "kp_vis_logits": self.vis(fmap.mean(dim=(2, 3)))}
 
 
@@ -77,7 +93,7 @@ def cell_centres(n: int, stride: int = HEATMAP_STRIDE) -> torch.Tensor:
 
 
 def keypoint_loss(out: dict[str, torch.Tensor], kp_uv: torch.Tensor, visible: torch.Tensor,
-                  sigma_px: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
+                  sigma_px: float = 2.0, stride: int = HEATMAP_STRIDE) -> tuple[torch.Tensor, torch.Tensor]:
     """Heatmap and visibility losses.
 
     Args:
@@ -85,13 +101,14 @@ def keypoint_loss(out: dict[str, torch.Tensor], kp_uv: torch.Tensor, visible: to
         kp_uv: (B, 11, 2) keypoints in crop pixels.
         visible: (B, 11) bool, inside the crop and not self-occluded.
         sigma_px: width of the Gaussian target [crop px].
+        stride: the heatmaps' output stride [crop px].
     Returns:
         (heatmap loss: mean over visible keypoints of the cross-entropy between the spatial softmax and the
         normalised Gaussian, visibility loss: mean binary cross-entropy), scalars.
     """
     logits = out["kp_logits"].float()
     B, K, H, W = logits.shape
-    ys, xs = cell_centres(H).to(logits.device), cell_centres(W).to(logits.device)
+    ys, xs = cell_centres(H, stride).to(logits.device), cell_centres(W, stride).to(logits.device)
     d2 = (xs[None, None, None, :] - kp_uv[..., 0, None, None]) ** 2 + \
         (ys[None, None, :, None] - kp_uv[..., 1, None, None]) ** 2
     target = torch.softmax((-d2 / (2 * sigma_px ** 2)).reshape(B, K, -1), dim=-1)
@@ -103,8 +120,8 @@ def keypoint_loss(out: dict[str, torch.Tensor], kp_uv: torch.Tensor, visible: to
 
 
 @torch.no_grad()
-def decode_heatmaps(out: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
-    """Sub-pixel keypoints and their confidence.
+def decode_heatmaps(out: dict[str, torch.Tensor], stride: int = HEATMAP_STRIDE) -> tuple[np.ndarray, np.ndarray]:
+    """Sub-pixel keypoints and their confidence (``stride``: the heatmaps' output stride [crop px]).
 
     Returns:
         (uv (B, 11, 2) [crop px], confidence (B, 11) in [0, 1]: softmax mass within one cell of the peak times the
@@ -120,7 +137,7 @@ def decode_heatmaps(out: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarra
           ((xs[None, None, None, :] - px[..., None, None]).abs() <= 1)
     pw = p * win
     mass = pw.sum(dim=(2, 3))
-    cy, cx = cell_centres(H).to(p.device), cell_centres(W).to(p.device)
+    cy, cx = cell_centres(H, stride).to(p.device), cell_centres(W, stride).to(p.device)
     u = (pw.sum(dim=2) * cx).sum(-1) / mass
     v = (pw.sum(dim=3) * cy).sum(-1) / mass
     conf = mass * torch.sigmoid(out["kp_vis_logits"].float())

@@ -42,15 +42,16 @@ class PoseNet(nn.Module):
         i2s: the ``model.i2s`` section; the head is built for this encoder's feature map of S.
         translation_hidden: hidden units of the translation head.
         keypoint_width: channels of the keypoint head's upsampling layers; None = no keypoint head.
+        keypoint_stride: output stride of the keypoint heatmaps [px], 4 or 2.
     """
 
     def __init__(self, input_size: int, encoder: str, pretrained: bool | str, encoder_stride: int, i2s: I2SConfig,
-                 translation_hidden: int, keypoint_width: int | None = None):
+                 translation_hidden: int, keypoint_width: int | None = None, keypoint_stride: int = 4):
         super().__init__()
         self.encoder, c = build_encoder(encoder, pretrained, stride=encoder_stride)
         fmap = max(1, -(-input_size // encoder_stride))
         self.head = I2SHead(c, i2s.to_head_spec((fmap, fmap)))
-        self.kp_head = KeypointHead(c, self.encoder.pyramid_channels, keypoint_width) \
+        self.kp_head = KeypointHead(c, self.encoder.pyramid_channels, keypoint_width, keypoint_stride) \
             if keypoint_width is not None else None
         self.reduce = nn.Sequential(nn.Conv2d(c, 32, 1), nn.ReLU(inplace=True))
         # index 0 holds no weights: it keeps the checkpoint keys of the linear layers at trans.1.* and trans.3.*
@@ -74,7 +75,8 @@ class PoseNet(nn.Module):
 def build_pose_net(model: ModelConfig, input_size: int) -> PoseNet:
     """The :class:`PoseNet` the ``model:`` section describes, for square inputs of ``input_size`` [px]."""
     return PoseNet(input_size, model.encoder, model.pretrained, model.encoder_stride, model.i2s,
-                   model.translation_hidden, model.keypoints.width if model.keypoints.enabled else None)
+                   model.translation_hidden, model.keypoints.width if model.keypoints.enabled else None,
+                   model.keypoints.stride)
 
 
 class PoseModel(nn.Module):

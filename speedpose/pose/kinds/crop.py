@@ -234,7 +234,8 @@ class CropKind(ModelKind):
         loss = w.rotation * l_rot + w.translation * l_t + w.localisation * l_loc
         logs = {"rot": l_rot.detach(), "trans": l_t.detach(), "loc": l_loc.detach()}
         if "kp_logits" in out:
-            l_kp, l_vis = keypoint_loss(out, batch["kp_crop"], batch["kp_visible"], self.networks.keypoints.sigma_px)
+            kc = self.networks.keypoints
+            l_kp, l_vis = keypoint_loss(out, batch["kp_crop"], batch["kp_visible"], kc.sigma_px, kc.stride)
             loss = loss + w.keypoints * (l_kp + 0.1 * l_vis)
             logs.update(kp=l_kp.detach(), kp_vis=l_vis.detach())
         return {"loss": loss, **logs}
@@ -266,7 +267,7 @@ class CropKind(ModelKind):
             t = out["t"].double().cpu().numpy()
             r.append(np.stack([decode_translation(vc, tk, self.inference.spec) for vc, tk in zip(inp.cameras, t)]))
             if "kp_logits" in out:
-                uv, conf = decode_heatmaps(out)
+                uv, conf = decode_heatmaps(out, self.networks.keypoints.stride)
                 if inp is not first:  # into the first view's pixels
                     uv = np.stack([vc.pixels_in(vc0, k) for vc, vc0, k in zip(inp.cameras, first.cameras, uv)])
                 kp.append((uv, conf))
