@@ -239,7 +239,10 @@ def run(run_dir: Path, root: Path, domain: str, method: str, *, out: Path | None
                  "setup_seconds": round(t0 - t_setup, 3), "peak_rss_mib": round(peak, 1), "resumed": resumed,
                  "note": "seconds and cpu_seconds: the adaptation itself, this session only (a resumed run's "
                          "earlier sessions are not counted); setup_seconds: loading the run and opening (on demand "
-                         "preprocessing) the splits; peak_rss_mib: the whole process, set-up included"},
+                         "preprocessing) the splits; peak_rss_mib: the whole process, set-up included; "
+                         "*_per_1000_target_images: seconds / images x 1,000, which overstates refine on fewer "
+                         "than 1,000 images (its refine.steps are fixed; only its calibration, at most "
+                         "refine.calibration_images, grows with the images)"},
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     atomic_write_json(out / RECORD_NAME, record)

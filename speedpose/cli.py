@@ -268,14 +268,16 @@ def score(
 def demo(
     out: Path = typer.Option(Path("demo"), "--out", help="Folder of everything the demo makes (reused on re-runs)."),
     minutes: float = typer.Option(15.0, "--minutes", help="Total time budget [min], rendering included."),
-    adapt: bool = typer.Option(False, "--adapt", help="Then self-train the run to the lightbox and sunlamp images "
+    adapt: bool = typer.Option(False, "--adapt", help="Then adapt the run to the lightbox and sunlamp images "
                                "(labels unused) and evaluate the adapted runs: a few more minutes, outside the "
                                "budget."),
+    adapt_method: str = typer.Option("refine", "--adapt-method", help="With --adapt: refine (BatchNorm layers, "
+                                     "entropy minimisation) or self-train (pseudo-labels, fine-tuning rounds)."),
 ) -> None:
     """Render a small stand-in, preprocess, train within the budget, evaluate, submit, print the scores."""
     from pipelines import demo as stage
 
-    typer.echo(stage.format_summary(stage.run(out, minutes, adapt=adapt)))
+    typer.echo(stage.format_summary(stage.run(out, minutes, adapt=adapt, adapt_method=adapt_method)))
 
 
 def main(argv: list[str] | None = None) -> int:

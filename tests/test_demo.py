@@ -68,20 +68,32 @@ def test_demo_runs_end_to_end(smoke_demo):
     assert "mean(lightbox, sunlamp)" in text and "report" in text and "adapted to" not in text
 
 
-def test_demo_with_adaptation(smoke_demo):
-    """--adapt: the trained run (reused) self-trained to each target domain, evaluated before and after."""
+@pytest.mark.parametrize("method, overrides", [
+    (None, ["refine.steps=2", "refine.batch_size=2", "check.images=1"]),
+    ("self-train", ["self_train.rounds=1", "train.max_steps=1", "check.images=1"])])
+def test_demo_with_adaptation(smoke_demo, method, overrides):
+    """--adapt: the trained run (reused) adapted to each target domain (refine unless told), evaluated before and
+    after."""
     _, out, sizes = smoke_demo
     s = demo_stage.run(out, 1.0, config="smoke", overrides=SMOKE, sizes=sizes, n_examples=0, n_distributions=0,
-                       adapt=True, adapt_overrides=["self_train.rounds=1", "train.max_steps=1", "check.images=1"],
-                       progress=False)
+                       adapt=True, adapt_overrides=overrides, progress=False,
+                       **({"adapt_method": method} if method else {}))
+    method = method or "refine"
     assert s["training"]["action"].startswith("reused")
     assert set(s["adaptation"]) == {"lightbox", "sunlamp"}
     for domain, a in s["adaptation"].items():
-        assert (Path(a["run_dir"]) / "adapt.json").is_file() and Path(a["report"]).is_file()
+        record = json.loads((Path(a["run_dir"]) / "adapt.json").read_text())
+        assert record["method"] == a["method"] == method and Path(a["report"]).is_file()
         assert a["before"] == s["evaluation"][domain]["metrics"] and a["after"]["count"] == 2
         assert a["synthetic_after"]["count"] == 2 and len(a["rounds"]) <= 1
     text = demo_stage.format_summary(s)
-    assert "adapted to lightbox" in text and "adapted to sunlamp" in text
+    assert f"adapted to lightbox ({method}" in text and f"adapted to sunlamp ({method}" in text
+
+
+def test_demo_refuses_an_unknown_adaptation_method(tmp_path):
+    with pytest.raises(InputError, match="--adapt-method: expected one of refine, self-train, got 'tent'"):
+        demo_stage.run(tmp_path / "demo", 1.0, adapt=True, adapt_method="tent", progress=False)
+    assert not (tmp_path / "demo").exists()
 
 
 def test_demo_rerun_reuses_the_cache(smoke_demo):

@@ -270,3 +270,12 @@ def test_keypoint_medoids_pick_a_prediction_not_a_point_between_two():
     majority = np.concatenate([a + rng.normal(0, 0.1, (5, 2)), b + rng.normal(0, 0.1, (3, 2))])
     uv, _ = keypoint_medoids(majority[:, None, None], conf[:, None, None])
     assert np.linalg.norm(uv[0, 0] - a) < 1.0
+
+
+def test_decoding_confidence_means_the_same_at_both_strides():
+    """The confidence window spans the same crop pixels at stride 2 as at stride 4 (``min_confidence`` keeps its
+    meaning): the same 2-px Gaussian gets nearly the same confidence at both."""
+    uv = np.random.default_rng(1).uniform(16, 48, (4, 11, 2))
+    conf = {s: decode_heatmaps({"kp_logits": _gaussian_logits(uv, 64 // s, 64 // s, 2.0, s),
+                                "kp_vis_logits": torch.full((4, 11), 20.0)}, s)[1] for s in (4, 2)}
+    assert conf[4].min() > 0.9 and np.abs(conf[2] - conf[4]).max() < 0.08

@@ -239,7 +239,8 @@ def test_views_recover_the_true_pose_from_oracle_crops(smoke_cfg, tiny_prepared,
         return {"coeffs": delta_coeffs(torch.from_numpy(R_virt), model_cfg.i2s.lmax).float(),
                 "t": torch.from_numpy(t), "kp_logits": torch.zeros(len(rec))}
 
-    def oracle_keypoints(out):
+    def oracle_keypoints(out, stride):
+        assert stride == model_cfg.keypoints.stride
         rec, inp = seen[-1]
         uv = np.stack([vc.project((TANGO_KP @ R.T + r) @ vc.R_cam_virt)
                        for vc, R, r in zip(inp.cameras, R_true[rec], r_true[rec])])

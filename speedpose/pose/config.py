@@ -89,8 +89,8 @@ class LocaliserConfig(ConfigModel):
 class KeypointConfig(ConfigModel):
     """The keypoint heatmap head of the crop network (``model.keypoints:``)."""
 
-    enabled: bool = Field(False, description="predict the 11 Tango keypoints as heatmaps at stride 4 (or 2) of the crop "
-                          "(dense supervision; the translation, and with pose_solver=fused the pose, from them)")
+    enabled: bool = Field(False, description="predict the 11 Tango keypoints as heatmaps at stride 4 (or 2) of the "
+                          "crop (dense supervision; the translation, and with pose_solver=fused the pose, from them)")
     width: int = Field(64, ge=8, description="channels of the head's upsampling layers")
     stride: Literal[2, 4] = Field(4, description="output stride of the heatmaps [crop px]: 4, or 2 (one more "
                                   "upsampling level on the encoder's stride-2 map, at width / 2 channels)")

@@ -6,8 +6,8 @@ turns keypoints into a pose in the crop's virtual camera (an undistorted pinhole
 * Training: per keypoint a softmax over the heatmap's cells against a normalised Gaussian at the keypoint's position
   (:func:`keypoint_loss`), only for keypoints inside the crop and visible (not hidden by the spacecraft itself);
   visibility itself by binary cross-entropy.
-* Decoding (:func:`decode_heatmaps`): soft-argmax in a 3x3-cell window around each heatmap's peak (sub-pixel) and a
-  confidence = the softmax mass in that window times the visibility probability.
+* Decoding (:func:`decode_heatmaps`): soft-argmax in a window of +-4 crop px around each heatmap's peak cell (3x3
+  cells at stride 4; sub-pixel) and a confidence = the softmax mass in that window times the visibility probability.
 * Geometry: :func:`translation_from_keypoints` solves the translation for a known rotation (weighted linear least
   squares; the I2S rotation removes PnP's mirror ambiguity); :func:`refine_pose` runs OpenCV's Levenberg-Marquardt
   PnP refinement from that pose and keeps it only when it stays near the I2S rotation;
@@ -123,18 +123,22 @@ def keypoint_loss(out: dict[str, torch.Tensor], kp_uv: torch.Tensor, visible: to
 def decode_heatmaps(out: dict[str, torch.Tensor], stride: int = HEATMAP_STRIDE) -> tuple[np.ndarray, np.ndarray]:
     """Sub-pixel keypoints and their confidence (``stride``: the heatmaps' output stride [crop px]).
 
+    The window is the same in crop pixels at every stride: the peak cell and ``4 / stride`` cells on each side (3x3
+    cells at stride 4, 5x5 at stride 2), so ``model.keypoints.min_confidence`` means the same at both.
+
     Returns:
-        (uv (B, 11, 2) [crop px], confidence (B, 11) in [0, 1]: softmax mass within one cell of the peak times the
-        visibility probability).
+        (uv (B, 11, 2) [crop px], confidence (B, 11) in [0, 1]: softmax mass within 4 crop px (in x and y) of the
+        peak cell times the visibility probability).
     """
     logits = out["kp_logits"].float()
     B, K, H, W = logits.shape
+    half = max(1, HEATMAP_STRIDE // stride)
     p = torch.softmax(logits.reshape(B, K, -1), dim=-1).reshape(B, K, H, W)
     peak = p.reshape(B, K, -1).argmax(-1)
     py, px = peak // W, peak % W
     ys, xs = torch.arange(H, device=p.device), torch.arange(W, device=p.device)
-    win = ((ys[None, None, :, None] - py[..., None, None]).abs() <= 1) & \
-          ((xs[None, None, None, :] - px[..., None, None]).abs() <= 1)
+    win = ((ys[None, None, :, None] - py[..., None, None]).abs() <= half) & \
+          ((xs[None, None, None, :] - px[..., None, None]).abs() <= half)
     pw = p * win
     mass = pw.sum(dim=(2, 3))
     cy, cx = cell_centres(H, stride).to(p.device), cell_centres(W, stride).to(p.device)
