@@ -157,3 +157,30 @@ def test_localiser_frames_get_a_lamp_anywhere_and_no_blur_or_noise():
     x0, y0, x1, y1 = central_box_frac(1.3)
     outside = (xs < x0 * 96) | (xs > x1 * 96) | (ys < y0 * 60) | (ys > y1 * 60)
     assert outside.sum() >= 6 and xs.min() < 24 and xs.max() > 72  # spread over the frame
+
+
+def test_random_convolution_keeps_the_crop_statistics_and_the_other_draws():
+    from speedpose.pose.augment import random_convolution
+
+    rng = np.random.default_rng(3)
+    crop = np.zeros((64, 64), np.uint8)
+    crop[16:48, 20:44] = rng.integers(60, 200, (32, 24), dtype=np.uint8)
+    outs = [random_convolution(crop, np.random.default_rng(s), (1, 3, 5, 7)) for s in range(20)]
+    assert all(o.shape == crop.shape and o.dtype == np.uint8 for o in outs)
+    assert all(abs(float(o.mean()) - float(crop.mean())) < 10 for o in outs)  # mean kept, up to the clipping at 0
+    assert sum(not np.array_equal(o, crop) for o in outs) >= 18
+    # a 1x1 filter with a negative weight inverts the contrast before the mixing: some outputs anti-correlate
+    corr = [np.corrcoef(o.ravel().astype(float), crop.ravel().astype(float))[0, 1] for o in outs]
+    assert min(corr) < 0 < max(corr)
+    flat = np.full((8, 8), 90, np.uint8)
+    assert np.array_equal(random_convolution(flat, np.random.default_rng(0), (3,)), flat)
+    # off by default; switched on, deterministic per seed and drawn from its own stream
+    base = dict(p_brightness_contrast=0, p_gamma=0, p_noise=0, p_blur=0, p_flare=0, p_dropout=0)
+    assert AugmentConfig().p_randconv == 0
+    on = Photometric(AugmentConfig(**base, p_randconv=1), central_box_frac(1.3))
+    assert np.array_equal(on(crop, 7), on(crop, 7)) and not np.array_equal(on(crop, 7), crop)
+    stream = np.random.default_rng([7, 6])
+    assert stream.random() < 1  # the draw of p_randconv comes first
+    assert np.array_equal(on(crop, 7), random_convolution(crop, stream, (1, 3, 5, 7)))
+    with pytest.raises(ValueError, match="odd kernel sides"):
+        AugmentConfig(randconv_kernels=(2, 3))

@@ -4,7 +4,9 @@ What SPNv2 found to help across the SPEED+ domain gap (SPEEDPLUS.md section 8): 
 ISO noise, one of motion/median/glass blur, a sun flare centred inside the spacecraft box and coarse dropout
 restricted to the box.  Two more, off by default, imitate the camera under the sunlamp (over-exposure and glare,
 SPEEDPLUS.md section 1): an exposure change in linear light clipped at white, and a bloom around what is white; they
-come first, as in the camera, before the blur and the noise.  Geometry (in-plane rotation of the virtual camera, box
+come first, as in the camera, before the blur and the noise.  A random convolution (RandConv, ``augment.p_randconv``,
+off by default) randomises the crops' style (texture, edges, contrast sign) without a style network; it follows the
+camera effects.  Geometry (in-plane rotation of the virtual camera, box
 jitter) is applied when the crop is taken (:mod:`speedpose.pose.crops`), where the label can be updated exactly.  No
 flips: a mirror is not a rotation.
 
@@ -65,6 +67,10 @@ class Photometric:
         rng = np.random.default_rng(seed)
         # a stream of its own: switching the camera effects on leaves the other draws of a sample unchanged
         crop = self.camera_effects(crop, [seed, 2])
+        if self.cfg.p_randconv:  # a stream of its own too
+            rc = np.random.default_rng([seed, 6])
+            if rc.random() < self.cfg.p_randconv:
+                crop = random_convolution(crop, rc, self.cfg.randconv_kernels)
         self.global_ops.set_random_seed(int(rng.integers(2**31)))
         # flare and ISO noise work on colour images: augment in RGB, return to gray like the real images
         rgb = np.repeat(crop[..., None], 3, axis=2)
@@ -172,6 +178,23 @@ def bloom(img: np.ndarray, strength: float, sigma_px: float) -> np.ndarray:
     hot = np.clip((x - BLOOM_THRESHOLD) / (1.0 - BLOOM_THRESHOLD), 0.0, 1.0)
     glow = cv2.GaussianBlur(hot, (0, 0), sigmaX=max(sigma_px, 0.5), borderType=cv2.BORDER_CONSTANT)
     return np.round(255.0 * np.clip(x + strength * glow, 0.0, 1.0)).astype(np.uint8)
+
+
+def random_convolution(img: np.ndarray, rng: np.random.Generator, kernel_sides: tuple[int, ...]) -> np.ndarray:
+    """RandConv on a grey image: a k x k filter (k drawn from ``kernel_sides``) of weights drawn from N(0, 1/k^2)
+    (He initialisation for one input channel), its output shifted and scaled to the image's mean and standard
+    deviation, then mixed with the image as ``a * image + (1 - a) * filtered``, ``a`` ~ U(0, 1), clipped to
+    [0, 255].  (H, W) uint8 -> (H, W) uint8; a constant image is returned unchanged."""
+    x = img.astype(np.float32)
+    k = int(rng.choice(np.asarray(kernel_sides)))
+    w = rng.normal(0.0, 1.0 / k, (k, k)).astype(np.float32)
+    y = cv2.filter2D(x, -1, w, borderType=cv2.BORDER_REFLECT)
+    spread = float(y.std())
+    if spread < 1e-6 or float(x.std()) < 1e-6:
+        return img
+    y = (y - float(y.mean())) / spread * float(x.std()) + float(x.mean())
+    a = float(rng.uniform())
+    return np.clip(np.round(a * x + (1.0 - a) * y), 0, 255).astype(np.uint8)
 
 
 def central_box_frac(margin: float) -> tuple[float, float, float, float]:

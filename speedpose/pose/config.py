@@ -199,6 +199,12 @@ class AugmentConfig(ConfigModel):
                                                 "as a fraction of full scale")
     bloom_sigma: tuple[float, float] = Field((0.05, 0.15), description="glow's Gaussian sigma as a fraction of the "
                                              "image side")
+    p_randconv: float = Field(0.0, ge=0, le=1, description="probability of a random convolution (RandConv, Xu et "
+                              "al. 2021: style randomisation without a style network): a k x k filter of Gaussian "
+                              "weights, its output brought to the crop's mean and spread and mixed with the crop in "
+                              "a uniform random proportion; textures, edges and the sign of the contrast change, "
+                              "the shape stays (crops only; 0 = off)")
+    randconv_kernels: tuple[int, ...] = Field((1, 3, 5, 7), description="kernel sides k to draw from (odd)")
     localiser: bool = Field(False, description="also augment the localiser's frames: exposure, bloom, "
                             "brightness/contrast, gamma and a lamp anywhere in the frame (p_flare), the same "
                             "probabilities and curriculum (no blur, noise or dropout)")
@@ -210,6 +216,13 @@ class AugmentConfig(ConfigModel):
     box_scale: tuple[float, float] = Field((0.9, 1.2), description="box jitter: scale range of the box side")
     box_shift: float = Field(0.1, ge=0, le=0.5, description="box jitter: max centre shift as a fraction of the side "
                              "(clamped so that the spacecraft stays inside the crop)")
+
+    @field_validator("randconv_kernels")
+    @classmethod
+    def _odd_kernels(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or any(k < 1 or k % 2 == 0 for k in v):
+            raise ValueError(f"expected odd kernel sides >= 1, got {list(v)}")
+        return v
 
     @field_validator("exposure_gain", "bloom_strength", "bloom_sigma")
     @classmethod
