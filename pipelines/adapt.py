@@ -241,8 +241,8 @@ def run(run_dir: Path, root: Path, domain: str, method: str, *, out: Path | None
                          "earlier sessions are not counted); setup_seconds: loading the run and opening (on demand "
                          "preprocessing) the splits; peak_rss_mib: the whole process, set-up included; "
                          "*_per_1000_target_images: seconds / images x 1,000, which overstates refine on fewer "
-                         "than 1,000 images (its refine.steps are fixed; only its calibration, at most "
-                         "refine.calibration_images, grows with the images)"},
+                         "than 1,000 images and understates it on more (its refine.steps are fixed; only its "
+                         "calibration, at most refine.calibration_images, grows with the images)"},
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     atomic_write_json(out / RECORD_NAME, record)

@@ -165,13 +165,14 @@ def run(out: Path = Path("demo"), minutes: float = 15.0, *, config: str = "stand
         sizes: dataset sizes (default :func:`plan` of ``minutes``).
         n_examples, n_distributions: worst/best overlays and distribution plots per evaluation report.
         adapt: adapt the run to lightbox and to sunlamp afterwards (step 5, outside the budget).
-        adapt_method: ``refine`` (the default: on the demo's run it gained on both domains and kept synthetic,
-            where self-training gained nothing; README) or ``self-train``.
+        adapt_method: ``refine`` (the default: 1.4 minutes per domain on the demo's run, which it moved by -1% on
+            lightbox and -13% on sunlamp with synthetic kept; self-training took longer and gained nothing on
+            another demo run, -27% on lightbox on an older one; README) or ``self-train``.
         adapt_overrides: dotted overrides of the adaptation settings.
     """
     from speedpose.adapt.config import METHODS
 
-    if adapt and adapt_method not in METHODS:
+    if adapt_method not in METHODS:
         raise InputError(f"--adapt-method: expected one of {', '.join(METHODS)}, got {adapt_method!r}")
     from pipelines import evaluate, preprocess, score, submit, synth, synth_crops, train
     from speedpose.config import load_config, resolve_config

@@ -180,7 +180,13 @@ def test_random_convolution_keeps_the_crop_statistics_and_the_other_draws():
     on = Photometric(AugmentConfig(**base, p_randconv=1), central_box_frac(1.3))
     assert np.array_equal(on(crop, 7), on(crop, 7)) and not np.array_equal(on(crop, 7), crop)
     stream = np.random.default_rng([7, 6])
-    assert stream.random() < 1  # the draw of p_randconv comes first
+    stream.random()  # the draw of p_randconv comes first
     assert np.array_equal(on(crop, 7), random_convolution(crop, stream, (1, 3, 5, 7)))
-    with pytest.raises(ValueError, match="odd kernel sides"):
-        AugmentConfig(randconv_kernels=(2, 3))
+    # its own stream: switched on but never drawn, the other steps give the same sample as without it
+    every = dict(p_brightness_contrast=1, p_noise=1, p_blur=1, p_dropout=1)
+    never = Photometric(AugmentConfig(**every, p_randconv=1e-12), central_box_frac(1.3))
+    without = Photometric(AugmentConfig(**every), central_box_frac(1.3))
+    assert all(np.array_equal(never(crop, s), without(crop, s)) for s in range(5))
+    for bad in ((2, 3), (17,), ()):
+        with pytest.raises(ValueError, match="odd kernel sides from 1 to 15"):
+            AugmentConfig(randconv_kernels=bad)

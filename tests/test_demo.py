@@ -90,9 +90,10 @@ def test_demo_with_adaptation(smoke_demo, method, overrides):
     assert f"adapted to lightbox ({method}" in text and f"adapted to sunlamp ({method}" in text
 
 
-def test_demo_refuses_an_unknown_adaptation_method(tmp_path):
+@pytest.mark.parametrize("adapt", [True, False])
+def test_demo_refuses_an_unknown_adaptation_method(tmp_path, adapt):
     with pytest.raises(InputError, match="--adapt-method: expected one of refine, self-train, got 'tent'"):
-        demo_stage.run(tmp_path / "demo", 1.0, adapt=True, adapt_method="tent", progress=False)
+        demo_stage.run(tmp_path / "demo", 1.0, adapt=adapt, adapt_method="tent", progress=False)
     assert not (tmp_path / "demo").exists()
 
 

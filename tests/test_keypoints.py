@@ -4,6 +4,7 @@ fallback when too few keypoints are confident."""
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -41,15 +42,22 @@ def test_heatmap_decoding_is_sub_pixel(stride, sigma):
     assert (decode_heatmaps(out, stride)[1][:, 3] < 1e-3).all()
     if stride != 4:  # decoded at the wrong stride, the keypoints land elsewhere
         assert np.abs(decode_heatmaps(out)[0] - uv).max() > 5
+    with pytest.raises(ValueError, match="expected 2 or 4, got 8"):
+        decode_heatmaps(out, 8)
 
 
 def test_loss_at_stride_2_is_lowest_at_the_target():
     uv = torch.from_numpy(np.full((1, 11, 2), 30.3))
     vis = torch.ones(1, 11, dtype=torch.bool)
-    losses = [keypoint_loss({"kp_logits": _gaussian_logits(uv.numpy() + d, 32, 32, 2.0, 2),
-                             "kp_vis_logits": torch.full((1, 11), 5.0)}, uv.float(), vis, 2.0, 2)[0].item()
-              for d in (0.0, 1.0, 2.0)]
-    assert losses[0] < losses[1] < losses[2]
+
+    def loss(shift: float, stride: int) -> float:
+        out = {"kp_logits": _gaussian_logits(uv.numpy() + shift, 32, 32, 2.0, 2),
+               "kp_vis_logits": torch.full((1, 11), 5.0)}
+        return keypoint_loss(out, uv.float(), vis, 2.0, stride)[0].item()
+
+    losses = [loss(d, 2) for d in (-2.0, -1.0, 0.0, 1.0, 2.0)]
+    assert int(np.argmin(losses)) == 2  # lowest where the heatmap peaks at the keypoint, on either side
+    assert losses[2] < loss(0.0, 4) - 1.0  # the same heatmaps read at the wrong stride: far off
 
 
 def test_loss_is_lowest_at_the_target_and_ignores_invisible_keypoints():
@@ -202,6 +210,39 @@ def test_evaluate_reports_the_keypoints_of_a_keypoint_model(tiny_prepared, tmp_p
     evaluate_stage.run(tmp_path / "kp", root, "lightbox", prep_dir=prep, out=tmp_path / "eval", n_examples=1,
                        n_distributions=0, progress=False)
     assert pd.read_csv(tmp_path / "eval" / "per_image.csv")["kp_err_px"].tolist() == df["kp_err_px"].tolist()
+
+
+def test_stride_2_reaches_the_network_the_loss_and_the_decoding(tiny_prepared, tmp_path, monkeypatch):
+    """``model.keypoints.stride=2``: the trained network's heatmaps are half the crop's side, and training's loss
+    and inference's decoding are told stride 2 (spies on both)."""
+    import speedpose.pose.kinds.crop as crop_module
+    from pipelines import evaluate as evaluate_stage
+    from pipelines import train as train_stage
+
+    calls = []
+
+    def spy(fn, name):
+        def wrapped(*args, **kwargs):
+            bound = inspect.signature(fn).bind(*args, **kwargs)
+            bound.apply_defaults()  # a call without the stride would record the default, 4
+            calls.append((name, bound.arguments["out"]["kp_logits"].shape[-1], bound.arguments["stride"]))
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(crop_module, "keypoint_loss", spy(keypoint_loss, "loss"))
+    monkeypatch.setattr(crop_module, "decode_heatmaps", spy(decode_heatmaps, "decode"))
+    root, prep = tiny_prepared
+    train_stage.run(root, "smoke", ["data.val_limit=2", "train.batch_size=2", "train.workers=0", "train.device=cpu",
+                                    "train.max_steps=1", f"data.prep_dir={prep}", "model.keypoints.enabled=true",
+                                    "model.keypoints.stride=2", "model.pose_solver=fused"],
+                    out=tmp_path, name="kp2", progress=False)
+    evaluate_stage.run(tmp_path / "kp2", root, "lightbox", prep_dir=prep, out=tmp_path / "eval", n_examples=0,
+                       n_distributions=0, progress=False)
+    from speedpose.config import load_config
+
+    size = load_config(tmp_path / "kp2" / "config.yaml", []).data.crop_size
+    assert {name for name, _, _ in calls} == {"loss", "decode"}
+    assert all(side == size // 2 and stride == 2 for _, side, stride in calls)
 
 
 def test_the_flip_hypothesis_is_taken_when_the_keypoints_explain_it():

@@ -13,7 +13,8 @@ pseudo-labels of each round is measured afterwards against the hidden labels.
 Writes ``OUT/TAG/bench_adapt.json`` and prints one row per (domain, method): score, median E_R / E_T, IoU before ->
 after and the relative change; synthetic validation score before -> after; adaptation time per 1,000 target images
 (time / images x 1,000: for refine, whose steps are fixed, an overstatement on fewer than 1,000 images; measure its
-cost on a root with 1,000 target images, e.g. ``speedpose synth --lightbox 1000``).
+cost on a root with 1,000 target images, e.g. ``speedpose synth --out lb1000 --train 1 --val 64 --lightbox 1000
+--sunlamp 1``, then ``speedpose adapt --root lb1000 ...``).
 Data default: the cached stand-in of ``tools/bench_learning.py`` (``--data``/``--prep`` for another root).
 """
 

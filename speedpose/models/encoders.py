@@ -173,7 +173,7 @@ class EfficientNetFeatures(nn.Module):
         self.conv_stem, self.bn1, self.blocks = net.conv_stem, net.bn1, net.blocks[:n_stages]
         self.out_channels, self.stride = out_channels, stride
         self.input_mean, self.input_std = input_mean, input_std
-        # stages 0, 1 and 2 end at strides 2, 4 and 8 in every EfficientNet (stage 0: depthwise-separable blocks)
+        # stages 0, 1 and 2 end at strides 2, 4 and 8 in EfficientNet-Lite0 and B0-B7 (stage 0: depthwise-separable)
         self.pyramid_channels = (self.blocks[0][-1].conv_pw.out_channels, self.blocks[1][-1].conv_pwl.out_channels,
                                  self.blocks[2][-1].conv_pwl.out_channels)
 

@@ -4,9 +4,9 @@ What SPNv2 found to help across the SPEED+ domain gap (SPEEDPLUS.md section 8): 
 ISO noise, one of motion/median/glass blur, a sun flare centred inside the spacecraft box and coarse dropout
 restricted to the box.  Two more, off by default, imitate the camera under the sunlamp (over-exposure and glare,
 SPEEDPLUS.md section 1): an exposure change in linear light clipped at white, and a bloom around what is white; they
-come first, as in the camera, before the blur and the noise.  A random convolution (RandConv, ``augment.p_randconv``,
-off by default) randomises the crops' style (texture, edges, contrast sign) without a style network; it follows the
-camera effects.  Geometry (in-plane rotation of the virtual camera, box
+come first, as in the camera, before the blur and the noise.  A random convolution (RandConv,
+``augment.p_randconv``, off by default) randomises the crops' style (texture, edges, contrast sign) without a style
+network; it follows the camera effects.  Geometry (in-plane rotation of the virtual camera, box
 jitter) is applied when the crop is taken (:mod:`speedpose.pose.crops`), where the label can be updated exactly.  No
 flips: a mirror is not a rotation.
 
@@ -181,10 +181,11 @@ def bloom(img: np.ndarray, strength: float, sigma_px: float) -> np.ndarray:
 
 
 def random_convolution(img: np.ndarray, rng: np.random.Generator, kernel_sides: tuple[int, ...]) -> np.ndarray:
-    """RandConv on a grey image: a k x k filter (k drawn from ``kernel_sides``) of weights drawn from N(0, 1/k^2)
-    (He initialisation for one input channel), its output shifted and scaled to the image's mean and standard
-    deviation, then mixed with the image as ``a * image + (1 - a) * filtered``, ``a`` ~ U(0, 1), clipped to
-    [0, 255].  (H, W) uint8 -> (H, W) uint8; a constant image is returned unchanged."""
+    """RandConv on a grey image: a k x k filter (k drawn from ``kernel_sides``) of Gaussian weights, its output
+    shifted and scaled to the image's mean and standard deviation (so the weights' scale does not matter), then
+    mixed with the image as ``a * image + (1 - a) * filtered``, ``a`` ~ U(0, 1), clipped to [0, 255].  On one
+    channel a 1x1 filter is the image itself or its negative: with k = 1 the result is the image or a partly
+    inverted copy.  (H, W) uint8 -> (H, W) uint8; a constant image is returned unchanged."""
     x = img.astype(np.float32)
     k = int(rng.choice(np.asarray(kernel_sides)))
     w = rng.normal(0.0, 1.0 / k, (k, k)).astype(np.float32)

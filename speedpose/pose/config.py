@@ -204,7 +204,8 @@ class AugmentConfig(ConfigModel):
                               "weights, its output brought to the crop's mean and spread and mixed with the crop in "
                               "a uniform random proportion; textures, edges and the sign of the contrast change, "
                               "the shape stays (crops only; 0 = off)")
-    randconv_kernels: tuple[int, ...] = Field((1, 3, 5, 7), description="kernel sides k to draw from (odd)")
+    randconv_kernels: tuple[int, ...] = Field((1, 3, 5, 7), description="kernel sides k to draw from (odd, 1-15; "
+                                              "k = 1 on a grey crop: the crop or a partly inverted copy)")
     localiser: bool = Field(False, description="also augment the localiser's frames: exposure, bloom, "
                             "brightness/contrast, gamma and a lamp anywhere in the frame (p_flare), the same "
                             "probabilities and curriculum (no blur, noise or dropout)")
@@ -220,8 +221,8 @@ class AugmentConfig(ConfigModel):
     @field_validator("randconv_kernels")
     @classmethod
     def _odd_kernels(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if not v or any(k < 1 or k % 2 == 0 for k in v):
-            raise ValueError(f"expected odd kernel sides >= 1, got {list(v)}")
+        if not v or any(k < 1 or k > 15 or k % 2 == 0 for k in v):
+            raise ValueError(f"expected odd kernel sides from 1 to 15, got {list(v)}")
         return v
 
     @field_validator("exposure_gain", "bloom_strength", "bloom_sigma")

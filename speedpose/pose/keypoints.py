@@ -33,6 +33,9 @@ from speedpose.virtual_camera import VirtualCamera
 
 N_KEYPOINTS = 11
 HEATMAP_STRIDE = 4
+#: the confidence window of :func:`decode_heatmaps`: the cells whose centres lie within this many crop px of the
+#: peak cell's, in x and in y (3x3 cells at stride 4, 5x5 at stride 2)
+CONFIDENCE_HALF_WINDOW_PX = 4
 
 
 class KeypointHead(nn.Module):
@@ -42,7 +45,7 @@ class KeypointHead(nn.Module):
     A small feature pyramid: the encoder's final map (stride 16 or 32) is projected to ``width`` channels,
     upsampled to stride 8 and added to the projected stride-8 map, then to stride 4 with the stride-4 map (each sum
     followed by a 3x3 conv-BN-ReLU); with ``stride`` 2 once more to stride 2 with the stride-2 map, at ``width / 2``
-    channels (a quarter of the cost of a full-width level on four times the cells); 11 heatmaps on top.  The
+    channels (at least 8; a quarter of the cost of a full-width level on four times the cells); 11 heatmaps on top.  The
     visibility logits come from the pooled final map.
 
     Args:
@@ -64,7 +67,7 @@ class KeypointHead(nn.Module):
         self.smooth = nn.ModuleList([_conv_bn_relu(width), _conv_bn_relu(width)])
         out_width = width
         if stride == 2:  # names of the stride-4 head unchanged: its checkpoints load as they are
-            out_width = max(8, width // 2)
+            out_width = max(8, width // 2)  # half the width, at least 8 channels
             self.fine = nn.ModuleDict({"reduce": nn.Conv2d(width, out_width, 1),
                                        "lateral": nn.Conv2d(c2, out_width, 1), "smooth": _conv_bn_relu(out_width)})
         self.heat = nn.Conv2d(out_width, N_KEYPOINTS, 1)
@@ -123,16 +126,19 @@ def keypoint_loss(out: dict[str, torch.Tensor], kp_uv: torch.Tensor, visible: to
 def decode_heatmaps(out: dict[str, torch.Tensor], stride: int = HEATMAP_STRIDE) -> tuple[np.ndarray, np.ndarray]:
     """Sub-pixel keypoints and their confidence (``stride``: the heatmaps' output stride [crop px]).
 
-    The window is the same in crop pixels at every stride: the peak cell and ``4 / stride`` cells on each side (3x3
-    cells at stride 4, 5x5 at stride 2), so ``model.keypoints.min_confidence`` means the same at both.
+    The window is nearly the same in crop pixels at both strides: the cells whose centres lie within
+    :data:`CONFIDENCE_HALF_WINDOW_PX` of the peak cell's (3x3 cells at stride 4, 5x5 at stride 2; they cover 12 and
+    10 px), so ``model.keypoints.min_confidence`` keeps its meaning (a 2-px Gaussian: 0.98 and 0.96-0.98).
 
     Returns:
-        (uv (B, 11, 2) [crop px], confidence (B, 11) in [0, 1]: softmax mass within 4 crop px (in x and y) of the
-        peak cell times the visibility probability).
+        (uv (B, 11, 2) [crop px], confidence (B, 11) in [0, 1]: softmax mass in that window times the visibility
+        probability).
     """
+    if stride not in (2, 4):
+        raise ValueError(f"keypoint heatmap stride: expected 2 or 4, got {stride!r}")
     logits = out["kp_logits"].float()
     B, K, H, W = logits.shape
-    half = max(1, HEATMAP_STRIDE // stride)
+    half = CONFIDENCE_HALF_WINDOW_PX // stride
     p = torch.softmax(logits.reshape(B, K, -1), dim=-1).reshape(B, K, H, W)
     peak = p.reshape(B, K, -1).argmax(-1)
     py, px = peak // W, peak % W

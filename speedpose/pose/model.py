@@ -32,7 +32,7 @@ class PoseNet(nn.Module):
 
     Input: (B, 1, S, S) uint8. Output: ``coeffs`` (B, n_coeffs), the rotation distribution in the frame of the
     camera of the input, and ``t`` (B, 3), the translation in the encoding of the model kind (+ ``kp_logits``
-    (B, 11, S/4, S/4) and ``kp_vis_logits`` (B, 11) with the keypoint head).
+    (B, 11, S/stride, S/stride) and ``kp_vis_logits`` (B, 11) with the keypoint head).
     The translation head sees the spatial feature map (flattened after a 1x1 reduction), not only pooled
     features, since where the spacecraft is in the image is part of the answer.
 
