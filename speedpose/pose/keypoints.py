@@ -58,8 +58,7 @@ class KeypointHead(nn.Module):
     def __init__(self, in_channels: int, pyramid_channels: tuple[int, int, int], width: int = 64,
                  stride: int = HEATMAP_STRIDE):
         super().__init__()
-        if stride not in (2, 4):
-            raise ValueError(f"keypoint heatmap stride: expected 2 or 4, got {stride!r}")
+        _check_stride(stride)
         c2, c4, c8 = pyramid_channels
         self.stride = stride
         self.lateral = nn.ModuleList([nn.Conv2d(in_channels, width, 1), nn.Conv2d(c8, width, 1),
@@ -84,6 +83,11 @@ class KeypointHead(nn.Module):
             x = F.interpolate(self.fine["reduce"](x), size=f2.shape[-2:], mode="bilinear", align_corners=False)
             x = self.fine["smooth"](x + self.fine["lateral"](f2))
         return {"kp_logits": self.heat(x), "kp_vis_logits": self.vis(fmap.mean(dim=(2, 3)))}
+
+
+def _check_stride(stride: int) -> None:
+    if stride not in (2, 4):
+        raise ValueError(f"keypoint heatmap stride: expected 2 or 4, got {stride!r}")
 
 
 def _conv_bn_relu(c: int) -> nn.Sequential:
@@ -134,8 +138,7 @@ def decode_heatmaps(out: dict[str, torch.Tensor], stride: int = HEATMAP_STRIDE) 
         (uv (B, 11, 2) [crop px], confidence (B, 11) in [0, 1]: softmax mass in that window times the visibility
         probability).
     """
-    if stride not in (2, 4):
-        raise ValueError(f"keypoint heatmap stride: expected 2 or 4, got {stride!r}")
+    _check_stride(stride)
     logits = out["kp_logits"].float()
     B, K, H, W = logits.shape
     half = CONFIDENCE_HALF_WINDOW_PX // stride
