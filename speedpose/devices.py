@@ -1,8 +1,10 @@
-"""The torch device a command runs on: one rule for every ``--device`` option and the ``train.device`` key."""
+"""The torch device a command runs on: one rule for every ``--device`` option and the ``train.device`` key; and how
+a model is laid out there (:func:`place_model`)."""
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from speedpose.errors import InputError
 
@@ -51,3 +53,15 @@ def _cuda(index: int | None, local_rank: int, option: str = "--device") -> torch
         raise InputError(f"{option}=cuda:{index}: this machine has {count} CUDA device(s) (cuda:0 to "
                          f"cuda:{count - 1})")
     return torch.device("cuda", index)
+
+
+def place_model(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
+    """``model`` moved to ``device``, its 4-D weights in channels-last (NHWC) memory when ``channels_last``.
+
+    Convolutions with channels-last weights compute channels-last activations whatever the input's layout (the
+    uint8 images need no conversion); the arithmetic is the same in another order, so results agree with NCHW to
+    float rounding. Measured: 1.5x faster training steps of the crop network on a CPU (oneDNN's NHWC kernels; the
+    ``train.channels_last`` row of the README). Later ``.to(device)`` calls and ``load_state_dict`` keep the layout.
+    """
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if channels_last else model

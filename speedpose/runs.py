@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+import torch
 from torch import nn
 
 from speedpose.config import RESOLVED_NAME, ExperimentConfig, Override, config_hash, load_config
+from speedpose.devices import place_model
 from speedpose.errors import InputError
 from speedpose.training import BEST_NAME, LAST_NAME, load_checkpoint, select_checkpoint
 
@@ -109,7 +111,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", *, task: str | None 
     path = run_checkpoint(run_dir, checkpoint)
     model, kind = MODEL_BUILDERS[cfg.task](cfg)
     ckpt = load_checkpoint(path, model)
-    model.eval()
+    model = place_model(model, torch.device("cpu"), cfg.train.channels_last).eval()
     step = ckpt.get("global_step")
     step = int(step) if step is not None else None
     return LoadedRun(run_dir, cfg, model, path, step, config_hash(cfg), kind)

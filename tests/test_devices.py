@@ -1,6 +1,9 @@
-"""speedpose.devices.resolve_device: the one rule of every --device option and of train.device."""
+"""speedpose.devices: resolve_device, the one rule of every --device option and of train.device; place_model, the
+channels-last layout of train.channels_last in training and in the runs loaded for inference."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -11,7 +14,7 @@ import pipelines.evaluate_benchmark
 import pipelines.predict
 import pipelines.submit
 import speedpose.training.distributed as distributed
-from speedpose.devices import resolve_device
+from speedpose.devices import place_model, resolve_device
 from speedpose.errors import InputError
 
 
@@ -66,3 +69,51 @@ def test_every_device_choice_goes_through_the_one_rule(no_cuda, monkeypatch):
     with pytest.raises(InputError, match="^train.device=cuda: CUDA is not available"):
         distributed.setup_distributed("cuda")
     assert distributed.setup_distributed("auto").device == torch.device("cpu")
+
+
+# ---- place_model: the channels-last layout (train.channels_last) ----
+
+def _conv3x3_weights(model: torch.nn.Module) -> list[torch.Tensor]:
+    """The 4-D weights whose layout is observable (a 1x1 kernel or one input channel is both NCHW and NHWC)."""
+    return [p for p in model.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[2] > 1]
+
+
+def _is_channels_last(t: torch.Tensor) -> bool:
+    return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+
+
+def test_place_model_lays_out_weights_and_keeps_the_arithmetic():
+    from speedpose.config import load_config, resolve_config
+    from speedpose.pose.model import build_pose_net
+
+    cfg = load_config(resolve_config("smoke", "speedplus"), [("model.keypoints.enabled", "true")])
+    torch.manual_seed(0)
+    nchw = place_model(build_pose_net(cfg.model, 64), torch.device("cpu"), channels_last=False).train()
+    nhwc = place_model(copy.deepcopy(nchw), torch.device("cpu"), channels_last=True).train()
+    assert _conv3x3_weights(nchw) and not any(_is_channels_last(p) for p in _conv3x3_weights(nchw))
+    assert all(_is_channels_last(p) for p in _conv3x3_weights(nhwc))
+    x = torch.randint(0, 256, (4, 1, 64, 64), dtype=torch.uint8)
+    torch.manual_seed(1)  # the I2S head subsamples its projection points in training mode
+    out_a = nchw(x)
+    torch.manual_seed(1)
+    out_b = nhwc(x)
+    assert set(out_a) == set(out_b)
+    for key in out_a:
+        torch.testing.assert_close(out_b[key], out_a[key], rtol=1e-4, atol=1e-4)
+    sum(v.float().square().mean() for v in out_a.values()).backward()
+    sum(v.float().square().mean() for v in out_b.values()).backward()
+    for (name, pa), pb in zip(nchw.named_parameters(), nhwc.parameters()):
+        if pa.grad is not None:
+            torch.testing.assert_close(pb.grad, pa.grad, rtol=1e-3, atol=1e-5, msg=name)
+
+
+def test_training_and_loading_follow_train_channels_last(smoke_run):
+    from speedpose.runs import load_run, read_run_config, run_checkpoint
+    from speedpose.training import load_checkpoint
+
+    saved = load_checkpoint(run_checkpoint(smoke_run, "last"))["model"]  # the engine trained channels-last
+    conv = [v for v in saved.values() if v.dim() == 4 and v.shape[1] > 1 and v.shape[2] > 1]
+    assert conv and all(_is_channels_last(v) for v in conv)
+    assert all(_is_channels_last(p) for p in _conv3x3_weights(load_run(smoke_run, "last").model))
+    off = read_run_config(smoke_run, [("train.channels_last", "false")])
+    assert not any(_is_channels_last(p) for p in _conv3x3_weights(load_run(smoke_run, "last", cfg=off).model))

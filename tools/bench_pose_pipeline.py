@@ -5,11 +5,13 @@ Measures, on a preprocessed stand-in (or real) SPEED+ root, in one process:
     sufficient source, photometric augmentation, localiser frame), single process;
   * training throughput: images per second of the training step (forward + backward + optimiser) of the same
     config, with batches pre-loaded so that no loading is timed.
+  * with --layouts: the training step in both memory layouts (``train.channels_last`` false and true), the same
+    weights and batch, interleaved in this process, and their ratio.
 Reports medians over --repeats and the ratio loader / training (>= 2 means one loader worker keeps up with two
 training steps' worth of images).
 
 Usage:
-    .venv/bin/python tools/bench_pose_pipeline.py --root DATA --config standin_cpu --repeats 5 [key=value ...]
+    .venv/bin/python tools/bench_pose_pipeline.py --root DATA --config standin_cpu --repeats 5 [--layouts] [key=value ...]
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch  # noqa: E402
 from torch.utils.data import default_collate  # noqa: E402
 
 from speedpose.config import load_config, resolve_config  # noqa: E402
+from speedpose.devices import place_model  # noqa: E402
 from speedpose.pose.task import SpeedplusTask  # noqa: E402
 from speedpose.training import build_optimizer  # noqa: E402
 
@@ -39,6 +42,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4, help="training steps per measurement")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--layouts", action="store_true", help="also time the training step in NCHW and channels-last")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -56,7 +60,7 @@ def main() -> None:
         return out
 
     torch.manual_seed(0)
-    model = task.build_model().train()
+    model = place_model(task.build_model(), torch.device("cpu"), cfg.train.channels_last).train()
     opt = build_optimizer(model.parameters(), cfg.optim)
     batch = default_collate(load(0, bs))
 
@@ -83,6 +87,22 @@ def main() -> None:
     print(f"loader   : {lo:7.1f} samples/s (median of {args.repeats}; runs {[round(v, 1) for v in loader_ips]})")
     print(f"training : {tr:7.1f} images/s  (median of {args.repeats}; runs {[round(v, 1) for v in train_ips]})")
     print(f"ratio loader/training: {lo / tr:.2f}   peak RSS {peak:.0f} MB")
+    if args.layouts:
+        layout_ips: dict[str, list[float]] = {"NCHW": [], "channels-last": []}
+        for r in range(args.repeats):  # interleaved, the same weights and batch
+            for name, fmt in (("NCHW", torch.contiguous_format), ("channels-last", torch.channels_last)):
+                model.to(memory_format=fmt)
+                opt.state.clear()  # the optimiser's moments are created again, in the new layout
+                step()
+                t = time.perf_counter()
+                for _ in range(args.steps):
+                    step()
+                layout_ips[name].append(args.steps * bs / (time.perf_counter() - t))
+        med = {k: statistics.median(v) for k, v in layout_ips.items()}
+        for name, runs in layout_ips.items():
+            print(f"training, {name:13s}: {med[name]:7.1f} images/s (median of {args.repeats}; runs "
+                  f"{[round(v, 1) for v in runs]})")
+        print(f"channels-last / NCHW: {med['channels-last'] / med['NCHW']:.2f}x")
 
 
 if __name__ == "__main__":

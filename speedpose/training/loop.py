@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from speedpose.config.loading import config_hash, config_to_dict, diff_configs, save_resolved
 from speedpose.config.sections import ExperimentConfig
+from speedpose.devices import place_model
 from speedpose.errors import ConfigError, InputError
 from speedpose.io_utils import atomic_write_json
 from speedpose.training.checkpoint import (
@@ -140,7 +141,7 @@ class _Trainer:
         self.cfg_hash = config_hash(self.cfg_dict)
 
         seed_everything(tcfg.seed)
-        self.model: nn.Module = task.build_model().to(self.device)
+        self.model: nn.Module = place_model(task.build_model(), self.device, tcfg.channels_last)
         train_ds = task.train_dataset()
         self.sampler = ResumableBatchSampler(dataset_length(train_ds), tcfg.batch_size, tcfg.seed, ctx.rank,
                                              ctx.world_size)
