@@ -34,7 +34,9 @@ from speedpose.training.checkpoint import load_checkpoint
 #: seconds of inference per image on a 2-core CPU (standin_cpu: localiser, Lite0 on 8 rolled crops, mode search at
 #: level 5): the whole step 4 (700 images, three reports with figures, the submission) took 12 s on a 2-core EPYC
 #: with one crop per image (0.017 s per image); 8 crops take 2.4 times as long (0.019 -> 0.046 s per image in
-#: tools/compare_inference.py); with the overheads below it reserves a minute
+#: tools/compare_inference.py); with the overheads below it reserves a minute. The keypoint head and the fused
+#: solver (standin_cpu since commit 0cea500) add 4-7% per image (63-64 -> 67 ms in tools/compare_inference.py, one
+#: process, 2 threads); the demo still ends within its budget (14.6-14.7 min measured)
 EVAL_S_PER_IMAGE = 0.05
 #: share of the training stage's wall budget given to training steps (the rest: set-up, validations, checkpoints;
 #: measured: 3 s over the training time on a 10-minute run)

@@ -117,3 +117,26 @@ def test_training_and_loading_follow_train_channels_last(smoke_run):
     assert all(_is_channels_last(p) for p in _conv3x3_weights(load_run(smoke_run, "last").model))
     off = read_run_config(smoke_run, [("train.channels_last", "false")])
     assert not any(_is_channels_last(p) for p in _conv3x3_weights(load_run(smoke_run, "last", cfg=off).model))
+
+
+def test_a_run_resumes_in_the_other_layout_with_its_moments_relaid(tiny_prepared, tmp_path, monkeypatch):
+    """train.channels_last may change on a resume (the same arithmetic); Adam's moments follow the new layout."""
+    from pipelines import train as train_stage
+    from speedpose.training import loop
+
+    root, prep = tiny_prepared
+    common = ["data.val_limit=2", "train.batch_size=2", "train.workers=0", "train.device=cpu", f"data.prep_dir={prep}"]
+    train_stage.run(root, "smoke", [*common, "train.max_steps=1", "train.channels_last=false"], out=tmp_path,
+                    name="run", progress=False)
+    seen = {}
+    original = loop._match_state_layout
+
+    def spy(optimizer):
+        original(optimizer)
+        seen["moments"] = [v for p in optimizer.state for k, v in optimizer.state[p].items()
+                           if torch.is_tensor(v) and v.dim() == 4 and v.shape[1] > 1 and v.shape[2] > 1]
+
+    monkeypatch.setattr(loop, "_match_state_layout", spy)
+    train_stage.run(root, "smoke", [*common, "train.max_steps=2", "train.channels_last=true"], out=tmp_path,
+                    name="run", resume=True, progress=False)
+    assert seen["moments"] and all(_is_channels_last(v) for v in seen["moments"])

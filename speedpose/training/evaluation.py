@@ -71,7 +71,8 @@ def evaluate(task: Any, model: nn.Module, dataset: Dataset, batch_size: int, wor
     """Evaluate ``model`` on ``dataset`` exactly as the engine validates (same loader, seeding and mode).
 
     With the run's ``train.seed`` and ``train.batch_size``, evaluating ``best.pt`` on the validation set reproduces
-    the metrics logged when it was saved.
+    the metrics logged when it was saved (to float rounding when ``model`` is not in the run's memory layout,
+    ``train.channels_last``: :func:`speedpose.devices.place_model`).
     """
     device = torch.device(device)
     model.to(device)

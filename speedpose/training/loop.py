@@ -62,13 +62,14 @@ from speedpose.training.seeding import (
 from speedpose.training.task import check_task
 
 SUMMARY_NAME = "summary.json"
-# keys that may change between an interrupted run and its resumption (they do not change the trajectory, or,
-# for train.epochs, extend it on purpose)
+# keys that may change between an interrupted run and its resumption (they do not change the trajectory beyond float
+# rounding (train.channels_last: the same arithmetic in another memory order), or, for train.epochs, extend it on
+# purpose)
 RESUME_SAFE_KEYS = ("description", "train.epochs", "train.max_time_min", "train.max_train_time_min",
                     "train.max_steps", "train.workers",
                     "train.log_every_steps", "train.checkpoint_every_steps", "train.val_every_epochs",
                     "train.val_every_steps", "train.val_every_min",
-                    "train.device", "train.dist_timeout_min")
+                    "train.device", "train.dist_timeout_min", "train.channels_last")
 
 
 @dataclass
@@ -224,6 +225,7 @@ class _Trainer:
         _ckpt_compatible(self.cfg_dict, _with_current_defaults(type(self.cfg), ckpt["config"]), path)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        _match_state_layout(self.optimizer)
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if ckpt.get("scaler") is not None and self.scaler.is_enabled():
             self.scaler.load_state_dict(ckpt["scaler"])
@@ -464,6 +466,17 @@ class _Trainer:
             if summary.stopped != "completed":
                 self.say(f"stopped ({summary.stopped}) at step {self.global_step}; resume to continue")
         return summary
+
+
+def _match_state_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give the optimiser's per-parameter tensors (moments) their parameter's memory layout: a checkpoint written in
+    another ``train.channels_last`` setting loads its moments in the old layout (correct, but every step would then
+    mix layouts)."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    optimizer.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 def shutdown_workers(loader: DataLoader) -> None:
