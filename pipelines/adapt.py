@@ -162,8 +162,7 @@ def run(run_dir: Path, root: Path, domain: str, method: str, *, out: Path | None
         raise InputError(f"{domain}/test holds no usable image", target_split.directory)
     key = {"source_run": str(run_dir.resolve()), "checkpoint": loaded.checkpoint.name,
            "checkpoint_sha256": sha256_file(loaded.checkpoint), "method": method, "domain": domain,
-           "adapt_config_hash": config_hash(acfg, exclude=("description", "train.workers",
-                                                                         "train.channels_last")),
+           "adapt_config_hash": config_hash(acfg, exclude=("description", "train.workers", "train.channels_last")),
            "target_fingerprint": target_split.manifest["fingerprints"]["inputs"]}
     needs_synthetic = bool(acfg.check.images) or method == "self-train"
     syn_root, syn_prep = synthetic_source(root, prep_dir, loaded.cfg) if needs_synthetic else (root, prep_dir)

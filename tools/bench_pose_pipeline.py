@@ -6,7 +6,7 @@ Measures, on a preprocessed stand-in (or real) SPEED+ root, in one process:
   * training throughput: images per second of the training step (forward + backward + optimiser) of the same
     config, with batches pre-loaded so that no loading is timed.
   * with --layouts: the training step in both memory layouts (``train.channels_last`` false and true), the same
-    weights and batch, interleaved in this process, and their ratio.
+    batch, interleaved in this process (the weights go on training), and their ratio.
 Reports medians over --repeats and the ratio loader / training (>= 2 means one loader worker keeps up with two
 training steps' worth of images).
 
@@ -89,7 +89,7 @@ def main() -> None:
     print(f"ratio loader/training: {lo / tr:.2f}   peak RSS {peak:.0f} MB")
     if args.layouts:
         layout_ips: dict[str, list[float]] = {"NCHW": [], "channels-last": []}
-        for r in range(args.repeats):  # interleaved, the same weights and batch
+        for r in range(args.repeats):  # interleaved, the same batch
             for name, fmt in (("NCHW", torch.contiguous_format), ("channels-last", torch.channels_last)):
                 model.to(memory_format=fmt)
                 opt.state.clear()  # the optimiser's moments are created again, in the new layout
