@@ -17,8 +17,8 @@ from torch import nn
 from torchvision.models import resnet18, resnet50
 
 from speedpose.errors import ConfigError, InputError, MissingWeightsError
-from speedpose.models.encoders import (build_encoder, encoder_output_shape, encoder_weights_path, list_encoders,
-                                       lite0_state_dict_to_timm)
+from speedpose.models.encoders import (build_encoder, encoder_output_shape, encoder_weights_path, freeze_to_stride,
+                                       list_encoders, lite0_state_dict_to_timm)
 
 
 @pytest.fixture()
@@ -276,3 +276,26 @@ def test_lite0_weights_classify_a_photo(lite0_file):
     with torch.no_grad():
         _, logits = reference_lite0(lite0_file[1], (x - 0.5) / 0.5)
     assert logits.argmax().item() == 652
+
+
+@pytest.mark.parametrize("name", ["resnet18", "tf_efficientnet_lite0"])
+def test_freeze_to_stride_stops_the_backward_at_that_stride(name):
+    """Frozen layers get no gradient, the pyramid maps up to the stride carry no graph (nothing recorded, no
+    backward through them), the maps after it do, and every later parameter still learns."""
+    frozen_counts = []
+    for stride in (2, 4, 8):
+        torch.manual_seed(0)
+        enc, _ = build_encoder(name, pretrained=False, stride=16)
+        frozen = {id(p) for p in freeze_to_stride(enc, stride)}
+        frozen_counts.append(len(frozen))
+        assert frozen and all(not p.requires_grad for p in enc.parameters() if id(p) in frozen)
+        out, pyramid = enc.train().forward_pyramid(torch.randn(2, 3, 64, 64))
+        assert [f.requires_grad for f in pyramid] == [s > stride for s in (2, 4, 8)]
+        out.square().mean().backward()
+        for n, p in enc.named_parameters():
+            assert (p.grad is None) == (id(p) in frozen), n
+    assert frozen_counts == sorted(frozen_counts) and len(set(frozen_counts)) == 3
+    enc, _ = build_encoder(name, pretrained=False)
+    assert freeze_to_stride(enc, 0) == [] and all(p.requires_grad for p in enc.parameters())
+    with pytest.raises(ConfigError, match="freeze stride"):
+        freeze_to_stride(enc, 16)

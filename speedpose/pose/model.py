@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from speedpose.models.encoders import build_encoder
+from speedpose.models.encoders import build_encoder, freeze_to_stride
 from speedpose.models.i2s import I2SHead, so3_cross_entropy, so3_log_likelihood
 from speedpose.models.i2s.grid_signal import SO3GridSignal
 from speedpose.pose.config import I2SConfig, ModelConfig
@@ -39,6 +39,8 @@ class PoseNet(nn.Module):
     Args:
         input_size: S [px].
         encoder, pretrained, encoder_stride: the image encoder (:func:`speedpose.models.encoders.build_encoder`).
+        frozen_stride: the encoder's layers up to this output stride get no gradient
+            (:func:`speedpose.models.encoders.freeze_to_stride`; 0 = none).
         i2s: the ``model.i2s`` section; the head is built for this encoder's feature map of S.
         translation_hidden: hidden units of the translation head.
         keypoint_width: channels of the keypoint head's upsampling layers; None = no keypoint head.
@@ -46,9 +48,11 @@ class PoseNet(nn.Module):
     """
 
     def __init__(self, input_size: int, encoder: str, pretrained: bool | str, encoder_stride: int, i2s: I2SConfig,
-                 translation_hidden: int, keypoint_width: int | None = None, keypoint_stride: int = 4):
+                 translation_hidden: int, keypoint_width: int | None = None, keypoint_stride: int = 4,
+                 frozen_stride: int = 0):
         super().__init__()
         self.encoder, c = build_encoder(encoder, pretrained, stride=encoder_stride)
+        freeze_to_stride(self.encoder, frozen_stride)
         fmap = max(1, -(-input_size // encoder_stride))
         self.head = I2SHead(c, i2s.to_head_spec((fmap, fmap)))
         self.kp_head = KeypointHead(c, self.encoder.pyramid_channels, keypoint_width, keypoint_stride) \
@@ -76,7 +80,7 @@ def build_pose_net(model: ModelConfig, input_size: int) -> PoseNet:
     """The :class:`PoseNet` the ``model:`` section describes, for square inputs of ``input_size`` [px]."""
     return PoseNet(input_size, model.encoder, model.pretrained, model.encoder_stride, model.i2s,
                    model.translation_hidden, model.keypoints.width if model.keypoints.enabled else None,
-                   model.keypoints.stride)
+                   model.keypoints.stride, model.freeze_to_stride)
 
 
 class PoseModel(nn.Module):
