@@ -321,6 +321,49 @@ def test_refine_deploys_the_mixed_statistics(smoke_run, tiny_prepared):
     assert runs[0.0][1].checks[-1]["score"] != runs[1.0][1].checks[-1]["score"]
 
 
+def test_a_list_of_shares_deploys_the_largest_that_passes_the_check(smoke_run, tiny_prepared, monkeypatch):
+    """stats_mix = [1, 0.7, 0.5, 0.2]: each check tries the shares from the largest down and keeps the first that
+    passes; the kept state deploys it; when none passes, the previous state (here the source) is kept."""
+    loaded, target, check, rcfg = _refine_setup(smoke_run, tiny_prepared, check_images=2)
+    cpu = torch.device("cpu")
+    check.tolerance = 1e6
+    model = copy.deepcopy(loaded.model)
+    refine(model, target, loaded.kind, rcfg.model_copy(update={"stats_mix": 1.0}), check, 1, cpu, seed=0,
+           progress=False)
+    target_only = model.state_dict()  # every check passed: the same steps as below
+    tried: list[float] = []
+    real_mix = norm_refine.mixed_statistics
+
+    def spy(target_stats, source_stats, alpha):
+        tried.append(alpha)
+        return real_mix(target_stats, source_stats, alpha)
+
+    monkeypatch.setattr(norm_refine, "mixed_statistics", spy)
+    check.tolerance = 0.05
+    check.metrics = lambda m: {"score": 1.0 + 0.1 * tried[-1] if tried else 1.0}  # passes for shares <= 0.5
+    ladder = rcfg.model_copy(update={"stats_mix": [0.2, 1.0, 0.5, 0.7]})
+    assert ladder.stats_mixes() == (1.0, 0.7, 0.5, 0.2)
+    model = copy.deepcopy(loaded.model)
+    out = refine(model, target, loaded.kind, ladder, check, 1, cpu, seed=0, progress=False)
+    assert out.stopped == "completed" and out.stats_mix == 0.5
+    assert [c["stats_mix"] for c in out.checks] == [None, 0.5, 0.5] and tried[:3] == [1.0, 0.7, 0.5]
+    src = loaded.model.state_dict()
+    stats = [k for k in refinable_keys(loaded.model) if k.endswith(("running_mean", "running_var"))]
+    half = real_mix({k: target_only[k] for k in stats}, {k: src[k] for k in stats}, 0.5)
+    assert all(torch.allclose(model.state_dict()[k], half[k]) for k in stats)
+    # no share passes at the first check: the source is kept, with its own statistics
+    tried.clear()
+    model = copy.deepcopy(loaded.model)
+    out = refine(model, target, loaded.kind, ladder.model_copy(update={"stats_mix": [1.0, 0.7]}), check, 1, cpu,
+                 seed=0, progress=False)
+    assert out.stopped == "check_failed" and out.kept_step == 0 and out.checks[-1]["stats_mix"] == 0.7
+    assert all(torch.equal(model.state_dict()[k], src[k]) for k in refinable_keys(loaded.model))
+    with pytest.raises(ValueError, match="a share in"):
+        RefineConfig(stats_mix=[0.5, 1.5])
+    with pytest.raises(ValueError, match="a share in"):
+        RefineConfig(stats_mix=[])
+
+
 def test_refined_labeller_is_a_refined_copy(smoke_run, tiny_prepared):
     loaded, target, _, _ = _refine_setup(smoke_run, tiny_prepared)
     cpu = torch.device("cpu")

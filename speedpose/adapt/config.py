@@ -13,9 +13,9 @@ inherited sections mean:
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from speedpose.config import ConfigModel, ExperimentConfig, OptimConfig, ScheduleConfig, TrainConfig
 
@@ -48,10 +48,27 @@ class RefineConfig(ConfigModel):
                                     "before refinement set the thresholds")
     stats_momentum: Optional[float] = Field(None, gt=0, le=1, description="BatchNorm running-statistics "
                                             "momentum during refinement; null = the layers' own (0.1)")
-    stats_mix: float = Field(0.5, ge=0, le=1, description="share of the target in the deployed BatchNorm "
-                             "statistics: the refined layers normalise with the mixture of alpha x the statistics "
-                             "refinement measured on the target and (1 - alpha) x the source's (mean and variance "
-                             "of the mixed distribution, as alpha-BN); 1 = the target's alone, 0 = the source's")
+    stats_mix: Union[float, list[float]] = Field(0.5, description="share of the target in the deployed "
+                                                 "BatchNorm statistics: the refined layers normalise with the "
+                                                 "mixture of alpha x the statistics refinement measured on the "
+                                                 "target and (1 - alpha) x the source's (mean and variance of the "
+                                                 "mixed distribution, as alpha-BN); 1 = the target's alone, 0 = "
+                                                 "the source's. A list, e.g. [1, 0.85, 0.7, 0.5]: at each check "
+                                                 "the largest share whose synthetic check passes (one check "
+                                                 "evaluation per share tried)")
+
+    @field_validator("stats_mix")
+    @classmethod
+    def _shares(cls, v: float | list[float]) -> float | list[float]:
+        values = v if isinstance(v, list) else [v]
+        if not values or any(not 0 <= a <= 1 for a in values):
+            raise ValueError(f"expected a share in [0, 1] or a non-empty list of them, got {v!r}")
+        return v
+
+    def stats_mixes(self) -> tuple[float, ...]:
+        """The shares :attr:`stats_mix` allows, largest first."""
+        return tuple(sorted(set(self.stats_mix if isinstance(self.stats_mix, list) else [self.stats_mix]),
+                            reverse=True))
 
 
 class SelfTrainConfig(ConfigModel):

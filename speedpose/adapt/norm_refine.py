@@ -22,7 +22,9 @@ BatchNorm statistics come from every image of a batch; the refined layers then n
 statistics of the target (``stats_mix = 1``) or with their mixture with the source's (alpha-BN,
 :func:`mixed_statistics`: the synthetic check and the kept model see the mixture).  A fixed number of steps, a
 small learning rate and the synthetic check every ``check.every_steps`` steps guard against collapse: a state that
-fails the check is discarded, the last state that passed is kept and refinement stops.
+fails the check is discarded, the last state that passed is kept and refinement stops.  With several shares
+(``stats_mix`` a list), each check tries them from the largest down and the state keeps the first that passes: as
+much of the target's statistics as the synthetic domain tolerates, chosen without a target label.
 
 Deterministic for a seed on CPU (the batch order is the only random choice); resumable from the state dict that
 ``on_checkpoint`` receives.
@@ -236,7 +238,9 @@ class RefineOutcome:
         stopped: ``completed`` or ``check_failed`` (the last state that passed was restored).
         thresholds: normalised-entropy thresholds of the confidence filter per term (``rotation``,
             ``localisation``, ``keypoints``; None = no threshold).
-        checks: ``{"step", "score", "passed"}`` per synthetic check (step 0 = before refinement).
+        checks: ``{"step", "score", "passed", "stats_mix"}`` per synthetic check (step 0 = before refinement;
+            the share of the target's statistics whose score this is: the one kept, or the smallest tried).
+        stats_mix: the share of the target's statistics the kept state deploys.
         used: images that contributed to the gradient, summed over steps, per term.
         images_seen: target images forwarded (with repeats).
         parameters: refined scalars (BatchNorm weights and biases).
@@ -254,6 +258,7 @@ class RefineOutcome:
     parameters: int = 0
     metrics_before: dict[str, float] | None = None
     metrics_after: dict[str, float] | None = None
+    stats_mix: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -282,6 +287,7 @@ def refine(model: PoseModel, target: PreprocessedSplit, kind: ModelKind, rcfg: R
         ``refine.stats_mix``), in eval mode.
     """
     n = len(target)
+    mixes = rcfg.stats_mixes()
     source = norm_state(model, rcfg.localiser, rcfg.encoder)  # the source model's (also when resuming)
     layers = norm_layers(model, rcfg.localiser, rcfg.encoder)
     params = _norm_parameters(model, rcfg.localiser, rcfg.encoder)
@@ -295,13 +301,15 @@ def refine(model: PoseModel, target: PreprocessedSplit, kind: ModelKind, rcfg: R
         checks = []
         before = check.set_baseline(model) if check.enabled else None
         if before is not None:
-            checks.append({"step": 0, "score": before["score"], "passed": True})
+            checks.append({"step": 0, "score": before["score"], "passed": True, "stats_mix": None})
         state = {"step": 0, "norm": norm_state(model, rcfg.localiser, rcfg.encoder), "optimizer": opt.state_dict(),
-                 "good": norm_state(model, rcfg.localiser, rcfg.encoder), "good_step": 0, "thresholds": thresholds,
+                 "good": norm_state(model, rcfg.localiser, rcfg.encoder), "good_step": 0, "good_mix": mixes[0],
+                 "thresholds": thresholds,
                  "checks": checks, "used": {t: 0 for t in thresholds}, "images_seen": 0,
                  "baseline": check.baseline, "metrics_before": before, "metrics_good": before, "stopped": None}
     else:
         state = dict(state)  # updated below: the caller's copy stays as it was
+        state.setdefault("good_mix", mixes[0])  # a state saved before shares could be a list
         model.load_state_dict(state["norm"], strict=False)
         opt.load_state_dict(state["optimizer"])
         check.baseline = state["baseline"]
@@ -345,14 +353,11 @@ def refine(model: PoseModel, target: PreprocessedSplit, kind: ModelKind, rcfg: R
             bar.set_postfix(loss=f"{scalars['loss']:.4g}", used=int(scalars.get("used_rotation", 0)), refresh=False)
             if step % check_every == 0 or step == rcfg.steps:
                 raw = norm_state(model, rcfg.localiser, rcfg.encoder)
-                model.load_state_dict(mixed_statistics(raw, source, rcfg.stats_mix), strict=False)
-                metrics = check.metrics(model) if check.enabled else None  # the statistics it will deploy
-                model.load_state_dict(raw, strict=False)
-                passed = metrics is None or check.passes(metrics["score"])
+                alpha, metrics, passed = _largest_passing_mix(model, raw, source, mixes, check)
                 if metrics is not None:
-                    checks.append({"step": step, "score": metrics["score"], "passed": passed})
+                    checks.append({"step": step, "score": metrics["score"], "passed": passed, "stats_mix": alpha})
                 if passed:
-                    state["good"], state["good_step"] = raw, step
+                    state["good"], state["good_step"], state["good_mix"] = raw, step, alpha
                     state["metrics_good"] = metrics
                 else:
                     model.load_state_dict(state["good"], strict=False)
@@ -370,8 +375,27 @@ def refine(model: PoseModel, target: PreprocessedSplit, kind: ModelKind, rcfg: R
             m.momentum = momentum
         model.eval()
     # the kept state (the last one, or the last that passed the check) with the statistics it deploys
-    model.load_state_dict(mixed_statistics(state["good"], source, rcfg.stats_mix), strict=False)
+    model.load_state_dict(mixed_statistics(state["good"], source, state["good_mix"]), strict=False)
     return RefineOutcome(steps_done=step, kept_step=int(state["good_step"]), stopped=stopped or "completed",
                          thresholds=dict(thresholds), checks=checks, used=used, images_seen=seen,
                          parameters=int(sum(p.numel() for p in params)), metrics_before=state["metrics_before"],
-                         metrics_after=state["metrics_good"])
+                         metrics_after=state["metrics_good"], stats_mix=float(state["good_mix"]))
+
+
+def _largest_passing_mix(model: PoseModel, raw: dict[str, torch.Tensor], source: dict[str, torch.Tensor],
+                         mixes: tuple[float, ...], check: SyntheticCheck
+                         ) -> tuple[float, dict[str, float] | None, bool]:
+    """(share, its check metrics, passed) of the largest share of ``mixes`` (largest first) whose statistics pass
+    the synthetic check, or of the smallest when none does; the largest, unchecked, without a check.  The model
+    leaves with the refinement's own statistics ``raw``."""
+    if not check.enabled:
+        return mixes[0], None, True
+    try:
+        for alpha in mixes:
+            model.load_state_dict(mixed_statistics(raw, source, alpha), strict=False)
+            metrics = check.metrics(model)  # the statistics it would deploy
+            if check.passes(metrics["score"]):
+                return alpha, metrics, True
+        return alpha, metrics, False
+    finally:
+        model.load_state_dict(raw, strict=False)
