@@ -261,7 +261,7 @@ def format_summary(record: dict) -> str:
         r = record["refine"]
         lines.append(f"refine: {r['steps_done']} steps; images that contributed (rotation/localisation) "
                      f"{r['used'].get('rotation', 0)}/{r['used'].get('localisation', 0)}; deployed statistics "
-                     f"{100 * r.get('stats_mix', 1.0):.0f}% the target's")
+                     f"{100 * r.get('stats_mix', record['settings']['refine']['stats_mix']):.0f}% the target's")
         if r["stopped"] == "check_failed":
             lines.append(f"the synthetic check failed at step {r['checks'][-1]['step']} (score "
                          f"{r['checks'][-1]['score']:.4f}): kept the state of step {r['kept_step']}")

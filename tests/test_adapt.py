@@ -6,6 +6,7 @@ input errors."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -196,7 +197,7 @@ def _refine_setup(smoke_run, tiny_prepared, check_images=0):
     return loaded, target, check, rcfg
 
 
-@pytest.mark.parametrize("stats_mix", [1.0, 0.5])
+@pytest.mark.parametrize("stats_mix", [1.0, 0.5, [1.0, 0.5]])
 def test_refine_is_deterministic_and_resumes_exactly(smoke_run, tiny_prepared, stats_mix):
     loaded, target, check, rcfg = _refine_setup(smoke_run, tiny_prepared)
     rcfg = rcfg.model_copy(update={"stats_mix": stats_mix})
@@ -354,10 +355,19 @@ def test_a_list_of_shares_deploys_the_largest_that_passes_the_check(smoke_run, t
     # no share passes at the first check: the source is kept, with its own statistics
     tried.clear()
     model = copy.deepcopy(loaded.model)
-    out = refine(model, target, loaded.kind, ladder.model_copy(update={"stats_mix": [1.0, 0.7]}), check, 1, cpu,
+    out = refine(model, target, loaded.kind, ladder.model_copy(update={"stats_mix": [0.85, 0.7]}), check, 1, cpu,
                  seed=0, progress=False)
     assert out.stopped == "check_failed" and out.kept_step == 0 and out.checks[-1]["stats_mix"] == 0.7
+    assert out.stats_mix == 0.0  # what is deployed: the source's own statistics, bit for bit
     assert all(torch.equal(model.state_dict()[k], src[k]) for k in refinable_keys(loaded.model))
+    # without a check nothing says the synthetic domain tolerates more than the smallest share
+    tried.clear()
+    no_check = dataclasses.replace(check, indices=np.empty(0, dtype=np.int64))
+    out = refine(copy.deepcopy(loaded.model), target, loaded.kind, ladder, no_check, 1, cpu, seed=0, progress=False)
+    assert out.stats_mix == 0.2 and out.checks == [] and tried == [0.2]
+    # one spelling per setting: order and repeats do not change the config (nor the adapt key that hashes it)
+    assert RefineConfig(stats_mix=[0.5, 1, 0.5]).stats_mix == [1.0, 0.5]
+    assert RefineConfig(stats_mix=[0.5]).stats_mix == 0.5
     with pytest.raises(ValueError, match="a share in"):
         RefineConfig(stats_mix=[0.5, 1.5])
     with pytest.raises(ValueError, match="a share in"):

@@ -82,7 +82,9 @@ def held_out_synthetic(source_eval: Path, adapted_eval: Path, check_images: int)
 
     before, after = (pd.read_csv(d / "per_image.csv") for d in (source_eval, adapted_eval))
     seen = set(evenly_spaced(len(before), check_images).tolist()) if check_images else set()
-    keep = ~before.index.isin(sorted(seen))  # per_image.csv rows are in the split's order, as the check's indices
+    if len(before) != len(after) or not (before["filename"] == after["filename"]).all():
+        raise SystemExit(f"{source_eval} and {adapted_eval}: per_image.csv of different image sets")
+    keep = ~before["index"].isin(sorted(seen))  # "index": the record in the split, as the check's indices
     b, a = before[keep], after[keep]
     if len(b) == 0:
         return None

@@ -55,7 +55,9 @@ class RefineConfig(ConfigModel):
                                                  "mixed distribution, as alpha-BN); 1 = the target's alone, 0 = "
                                                  "the source's. A list, e.g. [1, 0.85, 0.7, 0.5]: at each check "
                                                  "the largest share whose synthetic check passes (one check "
-                                                 "evaluation per share tried)")
+                                                 "evaluation per share tried; the kept state's check score is then "
+                                                 "the best of several tries, so read the synthetic domain on other "
+                                                 "images); without a check, the smallest")
 
     @field_validator("stats_mix")
     @classmethod
@@ -63,7 +65,8 @@ class RefineConfig(ConfigModel):
         values = v if isinstance(v, list) else [v]
         if not values or any(not 0 <= a <= 1 for a in values):
             raise ValueError(f"expected a share in [0, 1] or a non-empty list of them, got {v!r}")
-        return v
+        shares = sorted(set(map(float, values)), reverse=True)  # one spelling per setting (the adapt key hashes it)
+        return shares if len(shares) > 1 else shares[0]
 
     def stats_mixes(self) -> tuple[float, ...]:
         """The shares :attr:`stats_mix` allows, largest first."""

@@ -240,7 +240,7 @@ class RefineOutcome:
             ``localisation``, ``keypoints``; None = no threshold).
         checks: ``{"step", "score", "passed", "stats_mix"}`` per synthetic check (step 0 = before refinement;
             the share of the target's statistics whose score this is: the one kept, or the smallest tried).
-        stats_mix: the share of the target's statistics the kept state deploys.
+        stats_mix: the share of the target's statistics the kept state deploys (0 when the source is kept).
         used: images that contributed to the gradient, summed over steps, per term.
         images_seen: target images forwarded (with repeats).
         parameters: refined scalars (BatchNorm weights and biases).
@@ -283,8 +283,9 @@ def refine(model: PoseModel, target: PreprocessedSplit, kind: ModelKind, rcfg: R
         on_checkpoint: called with a resumable state (tensors and plain values) after every check.
         on_step: called with ``(step, scalars)`` after every step (logging).
     Returns:
-        A :class:`RefineOutcome`; the model holds the kept state with the statistics it deploys (the mixture of
-        ``refine.stats_mix``), in eval mode.
+        A :class:`RefineOutcome`; the model holds the kept state with the statistics it deploys (the mixture at the
+        share :attr:`RefineOutcome.stats_mix` chose from ``refine.stats_mix``; the source's own when the source is
+        kept), in eval mode.
     """
     n = len(target)
     mixes = rcfg.stats_mixes()
@@ -303,13 +304,14 @@ def refine(model: PoseModel, target: PreprocessedSplit, kind: ModelKind, rcfg: R
         if before is not None:
             checks.append({"step": 0, "score": before["score"], "passed": True, "stats_mix": None})
         state = {"step": 0, "norm": norm_state(model, rcfg.localiser, rcfg.encoder), "optimizer": opt.state_dict(),
-                 "good": norm_state(model, rcfg.localiser, rcfg.encoder), "good_step": 0, "good_mix": mixes[0],
+                 "good": norm_state(model, rcfg.localiser, rcfg.encoder), "good_step": 0, "good_mix": 0.0,
                  "thresholds": thresholds,
                  "checks": checks, "used": {t: 0 for t in thresholds}, "images_seen": 0,
                  "baseline": check.baseline, "metrics_before": before, "metrics_good": before, "stopped": None}
     else:
         state = dict(state)  # updated below: the caller's copy stays as it was
-        state.setdefault("good_mix", mixes[0])  # a state saved before shares could be a list
+        # a state saved before shares could be a list: its good state deploys the one share (step 0: the source)
+        state.setdefault("good_mix", mixes[0] if state["good_step"] else 0.0)
         model.load_state_dict(state["norm"], strict=False)
         opt.load_state_dict(state["optimizer"])
         check.baseline = state["baseline"]
@@ -386,10 +388,10 @@ def _largest_passing_mix(model: PoseModel, raw: dict[str, torch.Tensor], source:
                          mixes: tuple[float, ...], check: SyntheticCheck
                          ) -> tuple[float, dict[str, float] | None, bool]:
     """(share, its check metrics, passed) of the largest share of ``mixes`` (largest first) whose statistics pass
-    the synthetic check, or of the smallest when none does; the largest, unchecked, without a check.  The model
-    leaves with the refinement's own statistics ``raw``."""
+    the synthetic check, or of the smallest when none does; the smallest, unchecked, without a check (nothing says
+    the synthetic domain tolerates more).  The model leaves with the refinement's own statistics ``raw``."""
     if not check.enabled:
-        return mixes[0], None, True
+        return mixes[-1], None, True
     try:
         for alpha in mixes:
             model.load_state_dict(mixed_statistics(raw, source, alpha), strict=False)

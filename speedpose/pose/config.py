@@ -143,7 +143,8 @@ class ModelConfig(ConfigModel):
     freeze_to_stride: Literal[0, 2, 4, 8] = Field(
         0, description="train with the encoder's layers up to this output stride frozen at their ImageNet weights "
         "(Lite0: the stem and the stages ending at stride 2 / 4 / 8; ResNets: conv1 / + layer1 / + layer2), as "
-        "detectron2's FREEZE_AT: no backward through them; 0 = train every layer; needs model.pretrained")
+        "detectron2's FREEZE_AT: no backward through them (their BatchNorm layers still normalise with the batch and "
+        "update their running statistics); 0 = train every layer; needs model.pretrained")
     i2s: I2SConfig = Field(default_factory=I2SConfig, description="orientation head")
     keypoints: KeypointConfig = Field(default_factory=KeypointConfig, description="keypoint heatmap head")
     pose_solver: Literal["i2s", "kp_translation", "fused"] = Field(
