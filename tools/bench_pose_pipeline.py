@@ -6,12 +6,15 @@ Measures, on a preprocessed stand-in (or real) SPEED+ root, in one process:
   * training throughput: images per second of the training step (forward + backward + optimiser) of the same
     config, with batches pre-loaded so that no loading is timed.
   * with --layouts: the training step in both memory layouts (``train.channels_last`` false and true), the same
-    batch, interleaved in this process (the weights go on training), and their ratio.
+    batch, interleaved in this process (the weights go on training), and their ratio;
+  * with --freeze-strides 0 4 ...: the training step with the crop encoder's layers up to each output stride frozen
+    (``model.freeze_to_stride``), the same batch, interleaved, and each one's ratio to the first.
 Reports medians over --repeats and the ratio loader / training (>= 2 means one loader worker keeps up with two
 training steps' worth of images).
 
 Usage:
-    .venv/bin/python tools/bench_pose_pipeline.py --root DATA --config standin_cpu --repeats 5 [--layouts] [key=value ...]
+    .venv/bin/python tools/bench_pose_pipeline.py --root DATA --config standin_cpu --repeats 5 [--layouts]
+        [--freeze-strides 0 2 4 8] [key=value ...]
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from torch.utils.data import default_collate  # noqa: E402
 
 from speedpose.config import load_config, resolve_config  # noqa: E402
 from speedpose.devices import place_model  # noqa: E402
+from speedpose.models.encoders import FREEZE_STRIDES, freeze_to_stride  # noqa: E402
 from speedpose.pose.task import SpeedplusTask  # noqa: E402
 from speedpose.training import build_optimizer  # noqa: E402
 
@@ -43,6 +47,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--layouts", action="store_true", help="also time the training step in NCHW and channels-last")
+    ap.add_argument("--freeze-strides", type=int, nargs="+", choices=FREEZE_STRIDES, default=None,
+                    help="also time the training step with the crop encoder frozen to each of these strides")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -103,6 +109,25 @@ def main() -> None:
             print(f"training, {name:13s}: {med[name]:7.1f} images/s (median of {args.repeats}; runs "
                   f"{[round(v, 1) for v in runs]})")
         print(f"channels-last / NCHW: {med['channels-last'] / med['NCHW']:.2f}x")
+    if args.freeze_strides:
+        if cfg.model.kind != "crop":
+            raise SystemExit(f"--freeze-strides: the crop network's encoder; {args.config} is {cfg.model.kind}")
+        encoder = model.net.encoder
+        freeze_ips: dict[int, list[float]] = {s: [] for s in args.freeze_strides}
+        for r in range(args.repeats):  # interleaved, the same batch
+            for stride in freeze_ips:
+                encoder.requires_grad_(True)
+                freeze_to_stride(encoder, stride)
+                step()
+                t = time.perf_counter()
+                for _ in range(args.steps):
+                    step()
+                freeze_ips[stride].append(args.steps * bs / (time.perf_counter() - t))
+        med = {k: statistics.median(v) for k, v in freeze_ips.items()}
+        first = args.freeze_strides[0]
+        for stride, runs in freeze_ips.items():
+            print(f"training, frozen to stride {stride}: {med[stride]:7.1f} images/s ({med[stride] / med[first]:.2f}x "
+                  f"stride {first}; median of {args.repeats}; runs {[round(v, 1) for v in runs]})")
 
 
 if __name__ == "__main__":
